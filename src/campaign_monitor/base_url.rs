@@ -1,0 +1,117 @@
+//! The API's base URL: `https://` anywhere, plain `http://` only on loopback (the emulator).
+
+use std::fmt;
+use std::net::IpAddr;
+use url::{Host, Url};
+
+pub const DEFAULT_BASE_URL: &str = "https://api.createsend.com/api/v3.3";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BaseUrlError {
+    #[error("`{0}` is not a URL")]
+    Invalid(String),
+    #[error(
+        "`{0}` uses plain http to a host that is not loopback; use https (http is allowed only for 127.0.0.0/8, ::1 and localhost)"
+    )]
+    InsecureHost(String),
+    #[error("`{0}` must use https")]
+    Scheme(String),
+}
+
+/// A checked base URL such as `https://api.createsend.com/api/v3.3`, without a trailing slash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BaseUrl(Url);
+
+impl BaseUrl {
+    pub fn parse(text: &str) -> Result<Self, BaseUrlError> {
+        let url = Url::parse(text).map_err(|_| BaseUrlError::Invalid(text.to_owned()))?;
+        match url.scheme() {
+            "https" => {}
+            "http" if is_loopback(&url) => {}
+            "http" => return Err(BaseUrlError::InsecureHost(text.to_owned())),
+            _ => return Err(BaseUrlError::Scheme(text.to_owned())),
+        }
+        if url.host().is_none() || url.cannot_be_a_base() {
+            return Err(BaseUrlError::Invalid(text.to_owned()));
+        }
+        Ok(Self(url))
+    }
+
+    /// `{base}/{path}`, where `path` is like `lists/abc.json`.
+    pub fn join(&self, path: &str) -> String {
+        format!("{}/{}", self.0.as_str().trim_end_matches('/'), path)
+    }
+
+    /// The OAuth token endpoint lives at the host's root: `https://api.createsend.com/oauth/token`.
+    pub fn oauth_token_url(&self) -> String {
+        let mut url = self.0.clone();
+        url.set_path("/oauth/token");
+        url.set_query(None);
+        url.to_string()
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str().trim_end_matches('/')
+    }
+}
+
+impl fmt::Debug for BaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for BaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn https_anywhere_http_only_on_loopback() {
+        for ok in [
+            DEFAULT_BASE_URL,
+            "http://127.0.0.1:8080/api/v3.3",
+            "http://127.9.9.9/api/v3.3",
+            "http://[::1]:1/api/v3.3",
+            "http://localhost:9/api/v3.3/",
+        ] {
+            assert!(BaseUrl::parse(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(
+            BaseUrl::parse("http://api.createsend.com/api/v3.3"),
+            Err(BaseUrlError::InsecureHost("http://api.createsend.com/api/v3.3".into()))
+        );
+        assert!(matches!(
+            BaseUrl::parse("http://10.0.0.1/api"),
+            Err(BaseUrlError::InsecureHost(_))
+        ));
+        assert!(matches!(BaseUrl::parse("ftp://x/api"), Err(BaseUrlError::Scheme(_))));
+        assert!(matches!(BaseUrl::parse("not a url"), Err(BaseUrlError::Invalid(_))));
+    }
+
+    #[test]
+    fn joins_paths_and_finds_the_token_endpoint() {
+        let base = BaseUrl::parse("http://127.0.0.1:8080/api/v3.3/").unwrap();
+        assert_eq!(
+            base.join("systemdate.json"),
+            "http://127.0.0.1:8080/api/v3.3/systemdate.json"
+        );
+        assert_eq!(base.oauth_token_url(), "http://127.0.0.1:8080/oauth/token");
+        let real = BaseUrl::parse(DEFAULT_BASE_URL).unwrap();
+        assert_eq!(real.oauth_token_url(), "https://api.createsend.com/oauth/token");
+    }
+}

@@ -1,0 +1,73 @@
+//! Credentials for the API, kept out of every `Debug`, `Display` and log line.
+
+use std::fmt;
+
+/// A secret value (API key, token, client secret). Its `Debug` and `Display` print `***`;
+/// only [`Secret::expose`] gives the value, and only the request builder calls it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// How the client authenticates.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// HTTP Basic with the key as user name and `x` as password.
+    ApiKey(Secret),
+    /// `Authorization: Bearer`; refreshed once on 401 code 121 when a refresh token is known.
+    OAuth {
+        access_token: Secret,
+        refresh_token: Option<Secret>,
+    },
+}
+
+impl Credentials {
+    /// What kind of credential this is, for listings and reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Credentials::ApiKey(_) => "api-key",
+            Credentials::OAuth { .. } => "oauth",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let creds = Credentials::OAuth {
+            access_token: Secret::new("tok-123"),
+            refresh_token: Some(Secret::new("ref-456")),
+        };
+        let shown = format!(
+            "{creds:?} {} {:?}",
+            Secret::new("k-789"),
+            Credentials::ApiKey(Secret::new("k-789"))
+        );
+        for secret in ["tok-123", "ref-456", "k-789"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+}

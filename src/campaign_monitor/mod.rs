@@ -1,0 +1,15 @@
+//! The Campaign Monitor API v3.3: wire types, credentials, the client and the pure
+//! classifier of its answers. The emulator (`crate::emulator`) speaks the same types.
+
+mod base_url;
+mod classify;
+mod client;
+mod credentials;
+mod import;
+pub mod types;
+
+pub use base_url::{BaseUrl, BaseUrlError, DEFAULT_BASE_URL};
+pub use classify::{ApiFailure, Class, RateLimit, Response, TransportError, TransportErrorKind, classify};
+pub use client::{ApiError, Client, ClientOptions, MemberState};
+pub use credentials::{Credentials, Secret};
+pub use import::{BatchSizeError, ConsentToTrack, ImportBatch, ImportField, ImportSubscriber, MAX_IMPORT_BATCH};

@@ -1,0 +1,100 @@
+//! The command line: argument types and one function per command. The binary's edge:
+//! errors become `anyhow` here and exit codes in `main`.
+
+// Printing results is this module's job; the library never prints.
+#![allow(clippy::print_stdout)]
+
+mod emulator;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use cm_export::export::ProgressMode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cm-export",
+    version,
+    about = "Export segments of customer profiles from Parquet to Campaign Monitor lists"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Export now.
+    Run(run::RunArgs),
+    /// Everything but sending: counts per segment, rejects by reason, batches, samples.
+    Plan {
+        pipeline: PathBuf,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+        progress: ProgressMode,
+    },
+    /// Check definitions, connections, SQL and schema; sends nothing.
+    Validate {
+        #[arg(required = true)]
+        pipelines: Vec<PathBuf>,
+        /// The connections file (default: $CM_EXPORT_CONNECTIONS, then beside each pipeline, then its parent folder).
+        #[arg(long)]
+        connections: Option<PathBuf>,
+    },
+    /// Write synthetic unified profiles as Parquet.
+    SampleData {
+        #[arg(long)]
+        rows: u64,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 4)]
+        files: u32,
+    },
+    /// Serve the Campaign Monitor emulator.
+    Emulator(emulator::EmulatorArgs),
+}
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Run(args) => run::run(args).await,
+        Command::Plan {
+            pipeline,
+            json,
+            progress,
+        } => run::plan(&pipeline, json, progress).await,
+        Command::Validate { pipelines, connections } => run::validate(&pipelines, connections.as_deref()).await,
+        Command::SampleData { rows, out, seed, files } => {
+            let written = cm_export::sample::generate(&out, rows, files, seed)?;
+            println!("wrote {rows} profiles in {} files to {}", written.len(), out.display());
+            Ok(0)
+        }
+        Command::Emulator(args) => emulator::serve(args).await,
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,137 @@
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use cm_export::campaign_monitor::{BaseUrl, Credentials, Secret};
+use cm_export::config::{Connection, Connections, Pipeline};
+use cm_export::emulator::{Emulator, EmulatorConfig};
+use cm_export::export::{self, ProgressMode, RunOptions};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    pipeline: PathBuf,
+    /// Start a Campaign Monitor emulator in this process and export to it.
+    #[arg(long)]
+    sandbox: bool,
+    /// Where to write the report (default: the run's state folder).
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// The connections file (default: $CM_EXPORT_CONNECTIONS, then beside the pipeline, then its parent folder).
+    #[arg(long)]
+    connections: Option<PathBuf>,
+    /// The state folder (default: `.cm-export/` beside the pipeline).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    progress: ProgressMode,
+}
+
+fn load(pipeline: &Path, connections: Option<&Path>) -> anyhow::Result<(Pipeline, Connection)> {
+    let pipeline = Pipeline::load(pipeline)?;
+    let file = Connections::locate(connections, pipeline.dir())?;
+    let all = Connections::load(&file)?;
+    let connection = all.get(&pipeline.destination.connection)?.clone();
+    connection.require_consent()?;
+    Ok((pipeline, connection))
+}
+
+/// Starts an emulator holding the pipeline's list (with its custom fields), and points the
+/// connection at it with a throwaway key.
+async fn sandbox(pipeline: &Pipeline, connection: &mut Connection) -> anyhow::Result<(Emulator, Credentials)> {
+    let key = format!("sandbox-{:032x}", rand::random::<u128>());
+    let list_id = pipeline.destination.list_id.clone();
+    let config = EmulatorConfig {
+        api_keys: vec![key.clone()],
+        lists: vec![(list_id.clone(), format!("Sandbox: {}", pipeline.name))],
+        ..EmulatorConfig::default()
+    };
+    let emulator = Emulator::start(config, ([127, 0, 0, 1], 0).into())
+        .await
+        .context("cannot start the sandbox emulator")?;
+    emulator.with_list_mut(&list_id, |list| {
+        for (key, _) in &pipeline.mapping.custom_fields {
+            // The sandbox list gets the fields the mapping needs, keyed as written.
+            let _ = list.add_custom_field(key, "Text", vec![], true);
+        }
+    });
+    connection.base_url = BaseUrl::parse(&emulator.base_url())?;
+    eprintln!("sandbox: Campaign Monitor emulator at {}", emulator.base_url());
+    Ok((emulator, Credentials::ApiKey(Secret::new(key))))
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
+    let (pipeline, mut connection) = load(&args.pipeline, args.connections.as_deref())?;
+    let (emulator, credentials) = if args.sandbox {
+        let (emulator, credentials) = sandbox(&pipeline, &mut connection).await?;
+        (Some(emulator), credentials)
+    } else {
+        (None, connection.resolve_credentials()?)
+    };
+    let options = RunOptions {
+        report_path: args.report,
+        state_dir: args.state_dir,
+        progress: args.progress,
+        sandbox: args.sandbox,
+        ..RunOptions::default()
+    };
+    let report = export::run(&pipeline, &connection, &credentials, &options, super::shutdown_signal()).await?;
+    println!("{}", report.summary());
+    if let Some(emulator) = emulator {
+        let active = emulator
+            .with_list(&pipeline.destination.list_id, |list| {
+                list.members
+                    .values()
+                    .filter(|m| m.state == cm_export::emulator::MemberState::Active)
+                    .count()
+            })
+            .unwrap_or(0);
+        println!(
+            "  sandbox list {} now holds {active} active members",
+            pipeline.destination.list_id
+        );
+    }
+    if let Some(error) = &report.error {
+        eprintln!("error: {error}");
+    }
+    Ok(report.status.exit_code())
+}
+
+pub async fn plan(pipeline: &Path, json: bool, progress: ProgressMode) -> anyhow::Result<u8> {
+    let pipeline = Pipeline::load(pipeline)?;
+    let plan = export::plan(&pipeline, progress).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else {
+        println!("{}", plan.summary());
+    }
+    Ok(0)
+}
+
+pub async fn validate(pipelines: &[PathBuf], connections: Option<&Path>) -> anyhow::Result<u8> {
+    let mut failed = 0;
+    for path in pipelines {
+        let checked = async {
+            let (pipeline, connection) = load(path, connections)?;
+            connection.resolve_credentials()?;
+            export::validate(&pipeline).await?;
+            anyhow::Ok((pipeline, connection))
+        }
+        .await;
+        match checked {
+            Ok((pipeline, connection)) => println!(
+                "ok `{}`: {} segment(s), sends {} to list {} on `{}` ({})",
+                path.display(),
+                pipeline.segments.len(),
+                pipeline.destination.segments.join(" + "),
+                pipeline.destination.list_id,
+                connection.name,
+                connection.display_name
+            ),
+            Err(error) => {
+                failed += 1;
+                eprintln!("error: `{}`: {error:#}", path.display());
+            }
+        }
+    }
+    Ok(if failed == 0 { 0 } else { 2 })
+}

@@ -1,0 +1,331 @@
+//! `connections.toml`: named, authenticated links to Campaign Monitor accounts. The file
+//! says where credentials live (an environment variable or a file), never what they are.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::error::ConfigError;
+use crate::campaign_monitor::{BaseUrl, Credentials, DEFAULT_BASE_URL, Secret};
+
+/// The environment variable that names the connections file.
+pub const CONNECTIONS_ENV: &str = "CM_EXPORT_CONNECTIONS";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ConnectionWire {
+    /// A recognisable name for listings and reports.
+    display_name: String,
+    /// Who may build exports on it. Default `admins`.
+    usable_by: Option<UsableBy>,
+    /// Must be `true`: the owner agrees that profile data leaves for Campaign Monitor.
+    data_privacy_consent: Option<bool>,
+    /// The environment variable holding the API key.
+    api_key_env: Option<String>,
+    /// Or a file holding it (relative to the connections file).
+    api_key_file: Option<PathBuf>,
+    /// Or OAuth tokens.
+    oauth: Option<OAuthWire>,
+    /// The person exports run as, recorded in every report.
+    export_user: String,
+    /// Default `https://api.createsend.com/api/v3.3`.
+    base_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct OAuthWire {
+    access_token_env: String,
+    refresh_token_env: Option<String>,
+    client_id: Option<String>,
+    client_secret_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UsableBy {
+    Admins,
+    AdminsAndContributors,
+}
+
+/// Where a connection's credentials come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSource {
+    ApiKeyEnv(String),
+    ApiKeyFile(PathBuf),
+    OAuth {
+        access_token_env: String,
+        refresh_token_env: Option<String>,
+    },
+}
+
+impl CredentialSource {
+    /// For listings: the kind and where it comes from, never the value.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::ApiKeyEnv(var) => format!("api key from ${var}"),
+            Self::ApiKeyFile(file) => format!("api key from file {}", file.display()),
+            Self::OAuth { access_token_env, .. } => format!("oauth token from ${access_token_env}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub name: String,
+    pub file: PathBuf,
+    pub display_name: String,
+    pub usable_by: UsableBy,
+    pub data_privacy_consent: bool,
+    pub credentials: CredentialSource,
+    pub export_user: String,
+    pub base_url: BaseUrl,
+}
+
+impl Connection {
+    /// Refuses a connection whose owner has not agreed to send personal data.
+    pub fn require_consent(&self) -> Result<(), ConfigError> {
+        if self.data_privacy_consent {
+            Ok(())
+        } else {
+            Err(ConfigError::NoConsent {
+                name: self.name.clone(),
+                path: self.file.clone(),
+            })
+        }
+    }
+
+    /// Reads the credentials from where the file says they are.
+    pub fn resolve_credentials(&self) -> Result<Credentials, ConfigError> {
+        let secret_err = |message: String| ConfigError::Secret {
+            connection: self.name.clone(),
+            message,
+        };
+        let from_env = |var: &str, what: &str| -> Result<Secret, ConfigError> {
+            match std::env::var(var) {
+                Ok(v) if !v.trim().is_empty() => Ok(Secret::new(v.trim())),
+                Ok(_) => Err(secret_err(format!(
+                    "environment variable `{var}` is empty; put the {what} in it"
+                ))),
+                Err(_) => Err(secret_err(format!(
+                    "environment variable `{var}` is not set; export the {what} in it"
+                ))),
+            }
+        };
+        match &self.credentials {
+            CredentialSource::ApiKeyEnv(var) => Ok(Credentials::ApiKey(from_env(var, "API key")?)),
+            CredentialSource::ApiKeyFile(file) => {
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| secret_err(format!("cannot read API key file `{}`: {e}", file.display())))?;
+                if text.trim().is_empty() {
+                    return Err(secret_err(format!("API key file `{}` is empty", file.display())));
+                }
+                Ok(Credentials::ApiKey(Secret::new(text.trim())))
+            }
+            CredentialSource::OAuth {
+                access_token_env,
+                refresh_token_env,
+            } => Ok(Credentials::OAuth {
+                access_token: from_env(access_token_env, "OAuth access token")?,
+                refresh_token: refresh_token_env
+                    .as_deref()
+                    .map(|var| from_env(var, "OAuth refresh token"))
+                    .transpose()?,
+            }),
+        }
+    }
+}
+
+/// Every connection in one file.
+#[derive(Debug, Clone)]
+pub struct Connections {
+    pub file: PathBuf,
+    pub connections: BTreeMap<String, Connection>,
+}
+
+impl Connections {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let wire: BTreeMap<String, ConnectionWire> = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut connections = BTreeMap::new();
+        for (name, c) in wire {
+            let invalid = |key: &str, message: String| ConfigError::invalid(path, &format!("{name}.{key}"), message);
+            let credentials = match (c.api_key_env, c.api_key_file, c.oauth) {
+                (Some(var), None, None) if !var.trim().is_empty() => CredentialSource::ApiKeyEnv(var),
+                (None, Some(file), None) => CredentialSource::ApiKeyFile(dir.join(file)),
+                (None, None, Some(oauth)) => {
+                    // The client id and secret are for the authorization step, done elsewhere;
+                    // refreshing needs only the refresh token.
+                    let _ = (oauth.client_id, oauth.client_secret_env);
+                    CredentialSource::OAuth {
+                        access_token_env: oauth.access_token_env,
+                        refresh_token_env: oauth.refresh_token_env,
+                    }
+                }
+                (None, None, None) => {
+                    return Err(invalid(
+                        "api-key-env",
+                        "is missing: give one of `api-key-env`, `api-key-file` or an `[NAME.oauth]` table".into(),
+                    ));
+                }
+                _ => {
+                    return Err(invalid(
+                        "api-key-env",
+                        "conflicts: give exactly one of `api-key-env`, `api-key-file` or `[NAME.oauth]`".into(),
+                    ));
+                }
+            };
+            let base_text = c.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
+            let base_url = BaseUrl::parse(base_text).map_err(|e| invalid("base-url", e.to_string()))?;
+            if c.export_user.trim().is_empty() {
+                return Err(invalid(
+                    "export-user",
+                    "is empty; name the person exports run as".into(),
+                ));
+            }
+            connections.insert(
+                name.clone(),
+                Connection {
+                    name,
+                    file: path.to_owned(),
+                    display_name: c.display_name,
+                    usable_by: c.usable_by.unwrap_or(UsableBy::Admins),
+                    data_privacy_consent: c.data_privacy_consent.unwrap_or(false),
+                    credentials,
+                    export_user: c.export_user,
+                    base_url,
+                },
+            );
+        }
+        Ok(Self {
+            file: path.to_owned(),
+            connections,
+        })
+    }
+
+    /// The connections file for a pipeline: `explicit`, else `$CM_EXPORT_CONNECTIONS`, else
+    /// `connections.toml` beside the pipeline, else in its parent folder.
+    pub fn locate(explicit: Option<&Path>, pipeline_dir: &Path) -> Result<PathBuf, ConfigError> {
+        if let Some(path) = explicit {
+            return Ok(path.to_owned());
+        }
+        if let Some(path) = std::env::var_os(CONNECTIONS_ENV).filter(|v| !v.is_empty()) {
+            return Ok(PathBuf::from(path));
+        }
+        let beside = pipeline_dir.join("connections.toml");
+        let parent = pipeline_dir.join("..").join("connections.toml");
+        for candidate in [&beside, &parent] {
+            if candidate.is_file() {
+                return Ok(candidate.clone());
+            }
+        }
+        Err(ConfigError::NoConnectionsFile {
+            searched: vec![beside, parent],
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Result<&Connection, ConfigError> {
+        self.connections
+            .get(name)
+            .ok_or_else(|| ConfigError::UnknownConnection {
+                name: name.to_owned(),
+                path: self.file.clone(),
+                available: if self.connections.is_empty() {
+                    "none".to_owned()
+                } else {
+                    self.connections
+                        .keys()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[marketing]
+display-name = "Campaign Monitor - Marketing"
+usable-by = "admins-and-contributors"
+data-privacy-consent = true
+api-key-env = "CM_TEST_KEY_UNSET_42"
+export-user = "data-eng@example.com"
+
+[sandbox]
+display-name = "Local"
+api-key-file = "key.txt"
+export-user = "me"
+base-url = "http://127.0.0.1:8080/api/v3.3"
+"#;
+
+    fn parse(text: &str) -> Result<Connections, ConfigError> {
+        Connections::parse(Path::new("pipelines/connections.toml"), text)
+    }
+
+    #[test]
+    fn reads_connections() {
+        let all = parse(GOOD).unwrap();
+        let m = all.get("marketing").unwrap();
+        assert_eq!(m.usable_by, UsableBy::AdminsAndContributors);
+        assert_eq!(m.base_url.as_str(), DEFAULT_BASE_URL);
+        assert!(m.require_consent().is_ok());
+        let s = all.get("sandbox").unwrap();
+        assert_eq!(
+            s.credentials,
+            CredentialSource::ApiKeyFile(PathBuf::from("pipelines/key.txt"))
+        );
+        let refused = s.require_consent().unwrap_err().to_string();
+        assert!(
+            refused.contains("`sandbox`") && refused.contains("data-privacy-consent = true"),
+            "{refused}"
+        );
+        let unknown = all.get("sales").unwrap_err().to_string();
+        assert!(
+            unknown.contains("`sales`") && unknown.contains("`marketing`, `sandbox`"),
+            "{unknown}"
+        );
+    }
+
+    #[test]
+    fn unset_key_variable_is_named() {
+        let all = parse(GOOD).unwrap();
+        let err = all
+            .get("marketing")
+            .unwrap()
+            .resolve_credentials()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`CM_TEST_KEY_UNSET_42` is not set"), "{err}");
+    }
+
+    #[test]
+    fn refuses_plain_http_and_unknown_keys() {
+        let err = parse(&GOOD.replace("127.0.0.1:8080", "mail.example.com"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sandbox.base-url") && err.contains("plain http"), "{err}");
+        let err = parse(&GOOD.replace("usable-by", "useable-by")).unwrap_err();
+        let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+        assert!(text.contains("useable-by"), "{text}");
+        let err = parse(&GOOD.replace("api-key-file = \"key.txt\"", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sandbox.api-key-env` is missing"), "{err}");
+    }
+}

@@ -1,0 +1,10 @@
+//! Pipeline and connection definitions: wire structs parsed strictly (unknown keys are
+//! errors), then checked into the types the rest of the crate uses, before any other I/O.
+
+mod connection;
+mod error;
+mod pipeline;
+
+pub use connection::{CONNECTIONS_ENV, Connection, Connections, CredentialSource, UsableBy};
+pub use error::ConfigError;
+pub use pipeline::{Consent, Destination, Mapping, Options, Pipeline, Segment, Source};

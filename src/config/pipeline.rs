@@ -1,0 +1,527 @@
+//! `pipelines/NAME.toml`: one export. Parsed strictly into [`Pipeline`] before any I/O
+//! beyond reading the definition and its SQL files.
+
+use std::collections::{BTreeMap, HashSet};
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::error::ConfigError;
+use crate::campaign_monitor::{ConsentToTrack, MAX_IMPORT_BATCH};
+
+/// The whole file, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct PipelineWire {
+    /// What this export is for, shown in listings.
+    description: Option<String>,
+    source: SourceWire,
+    /// Named SQL queries, each registered as a view in order.
+    #[serde(default)]
+    segment: Vec<SegmentWire>,
+    destination: DestinationWire,
+    mapping: MappingWire,
+    #[serde(default)]
+    options: OptionsWire,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct SourceWire {
+    /// A `.parquet` file, a folder (Hive partitions become columns) or a glob, relative to
+    /// the pipeline file.
+    path: String,
+    /// The table name segments query. Default `profiles`.
+    table: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct SegmentWire {
+    name: String,
+    /// The query, inline.
+    sql: Option<String>,
+    /// Or a file holding it, relative to the pipeline file.
+    sql_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct DestinationWire {
+    /// A connection name from `connections.toml`.
+    connection: String,
+    /// The Campaign Monitor list id.
+    list_id: String,
+    /// Which segments to send (their union). Default: all.
+    segments: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ConsentWire {
+    Constant(String),
+    Column { column: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct MappingWire {
+    /// The column holding the email address. Required.
+    email: String,
+    /// The column holding the subscriber's name.
+    name: Option<String>,
+    /// `Yes`, `No`, `Unchanged` (default), or `{ column = "c" }`.
+    consent_to_track: Option<ConsentWire>,
+    /// Campaign Monitor custom field key -> column.
+    #[serde(default)]
+    custom_fields: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct OptionsWire {
+    /// Subscribers per import call, 1..=1000. Default 1000.
+    batch_size: Option<i64>,
+    /// Import calls in flight at once, 1..=64. Default 8.
+    concurrency: Option<i64>,
+    /// The contract cap: an export over it sends nothing. Default 1,000,000.
+    max_profiles: Option<i64>,
+    /// Re-add people who unsubscribed or were deleted. Default false.
+    resubscribe: Option<bool>,
+}
+
+pub const DEFAULT_TABLE: &str = "profiles";
+pub const DEFAULT_BATCH_SIZE: usize = MAX_IMPORT_BATCH;
+pub const DEFAULT_CONCURRENCY: usize = 8;
+pub const MAX_CONCURRENCY: usize = 64;
+pub const DEFAULT_MAX_PROFILES: u64 = 1_000_000;
+
+/// A checked export definition.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// The file name without `.toml`.
+    pub name: String,
+    pub file: PathBuf,
+    pub description: Option<String>,
+    pub source: Source,
+    pub segments: Vec<Segment>,
+    pub destination: Destination,
+    pub mapping: Mapping,
+    pub options: Options,
+}
+
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Resolved against the pipeline's folder.
+    pub path: String,
+    pub table: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Segment {
+    pub name: String,
+    pub sql: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub connection: String,
+    pub list_id: String,
+    /// Never empty.
+    pub segments: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Consent {
+    Constant(ConsentToTrack),
+    Column(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    pub email: String,
+    pub name: Option<String>,
+    pub consent: Consent,
+    /// `(Campaign Monitor key, column)`, ordered by key.
+    pub custom_fields: Vec<(String, String)>,
+}
+
+impl Mapping {
+    /// Every column the mapping reads, each once, email first.
+    pub fn columns(&self) -> Vec<&str> {
+        let mut columns = vec![self.email.as_str()];
+        columns.extend(self.name.as_deref());
+        if let Consent::Column(c) = &self.consent {
+            columns.push(c);
+        }
+        columns.extend(self.custom_fields.iter().map(|(_, c)| c.as_str()));
+        let mut seen = HashSet::new();
+        columns.retain(|c| seen.insert(*c));
+        columns
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub batch_size: NonZeroUsize,
+    pub concurrency: NonZeroUsize,
+    pub max_profiles: u64,
+    pub resubscribe: bool,
+}
+
+impl Pipeline {
+    /// Reads and checks `path`, and the SQL files it names.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Checks a definition whose text is already read; `path` places relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let wire: PipelineWire = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
+        let invalid = |key: &str, message: String| ConfigError::invalid(path, key, message);
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| invalid("file name", "must be NAME.toml with a UTF-8 name".into()))?
+            .to_owned();
+
+        if wire.source.path.trim().is_empty() {
+            return Err(invalid(
+                "source.path",
+                "is empty; name a Parquet file, folder or glob".into(),
+            ));
+        }
+        let source_path = if Path::new(&wire.source.path).is_absolute() || wire.source.path.contains("://") {
+            wire.source.path.clone()
+        } else {
+            dir.join(&wire.source.path).to_string_lossy().into_owned()
+        };
+        let table = wire.source.table.unwrap_or_else(|| DEFAULT_TABLE.to_owned());
+        if !is_identifier(&table) {
+            return Err(invalid(
+                "source.table",
+                format!("`{table}` is not a plain table name (letters, digits, `_`, not starting with a digit)"),
+            ));
+        }
+
+        if wire.segment.is_empty() {
+            return Err(invalid(
+                "segment",
+                "is missing; add at least one [[segment]] with `name` and `sql`".into(),
+            ));
+        }
+        let mut segments = Vec::with_capacity(wire.segment.len());
+        let mut names = HashSet::new();
+        for (i, segment) in wire.segment.into_iter().enumerate() {
+            let key = format!("segment[{i}]");
+            if segment.name.trim().is_empty() {
+                return Err(invalid(&format!("{key}.name"), "is empty".into()));
+            }
+            if segment.name.eq_ignore_ascii_case(&table) {
+                return Err(invalid(
+                    &format!("{key}.name"),
+                    format!("`{}` is the source table's name", segment.name),
+                ));
+            }
+            if !names.insert(segment.name.to_ascii_lowercase()) {
+                return Err(invalid(
+                    &format!("{key}.name"),
+                    format!("`{}` is defined twice", segment.name),
+                ));
+            }
+            let sql = match (segment.sql, segment.sql_file) {
+                (Some(sql), None) => sql,
+                (None, Some(file)) => {
+                    let file = dir.join(file);
+                    std::fs::read_to_string(&file).map_err(|e| {
+                        invalid(
+                            &format!("{key}.sql-file"),
+                            format!("`{}` cannot be read: {e}", file.display()),
+                        )
+                    })?
+                }
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        &key,
+                        format!("segment `{}` has both `sql` and `sql-file`; keep one", segment.name),
+                    ));
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        &key,
+                        format!("segment `{}` needs `sql` or `sql-file`", segment.name),
+                    ));
+                }
+            };
+            if sql.trim().is_empty() {
+                return Err(invalid(&key, format!("segment `{}` has an empty query", segment.name)));
+            }
+            segments.push(Segment {
+                name: segment.name,
+                sql,
+            });
+        }
+
+        let destination = wire.destination;
+        if destination.list_id.trim().is_empty() {
+            return Err(invalid("destination.list-id", "is empty".into()));
+        }
+        if destination.connection.trim().is_empty() {
+            return Err(invalid("destination.connection", "is empty".into()));
+        }
+        let chosen = match destination.segments {
+            None => segments.iter().map(|s| s.name.clone()).collect(),
+            Some(chosen) if chosen.is_empty() => {
+                return Err(invalid(
+                    "destination.segments",
+                    "is empty; leave it out to send every segment".into(),
+                ));
+            }
+            Some(chosen) => {
+                for name in &chosen {
+                    if !segments.iter().any(|s| &s.name == name) {
+                        let known: Vec<_> = segments.iter().map(|s| format!("`{}`", s.name)).collect();
+                        return Err(invalid(
+                            "destination.segments",
+                            format!(
+                                "names `{name}`, which is not a segment here (segments: {})",
+                                known.join(", ")
+                            ),
+                        ));
+                    }
+                }
+                chosen
+            }
+        };
+
+        let mapping = wire.mapping;
+        if mapping.email.trim().is_empty() {
+            return Err(invalid(
+                "mapping.email",
+                "is empty; name the column holding the address".into(),
+            ));
+        }
+        let consent = match mapping.consent_to_track {
+            None => Consent::Constant(ConsentToTrack::Unchanged),
+            Some(ConsentWire::Constant(text)) => Consent::Constant(ConsentToTrack::parse(&text).ok_or_else(|| {
+                invalid(
+                    "mapping.consent-to-track",
+                    format!("`{text}` is not Yes, No or Unchanged (or {{ column = \"...\" }})"),
+                )
+            })?),
+            Some(ConsentWire::Column { column }) => Consent::Column(column),
+        };
+        for (key, column) in &mapping.custom_fields {
+            if key.trim().is_empty() || key.starts_with('[') {
+                return Err(invalid(
+                    "mapping.custom-fields",
+                    format!("key `{key}`: write the field's key without brackets"),
+                ));
+            }
+            if column.trim().is_empty() {
+                return Err(invalid(
+                    &format!("mapping.custom-fields.{key}"),
+                    "names no column".into(),
+                ));
+            }
+        }
+
+        let options = wire.options;
+        let batch_size = bounded(
+            path,
+            "options.batch-size",
+            options.batch_size,
+            DEFAULT_BATCH_SIZE,
+            MAX_IMPORT_BATCH,
+        )?;
+        let concurrency = bounded(
+            path,
+            "options.concurrency",
+            options.concurrency,
+            DEFAULT_CONCURRENCY,
+            MAX_CONCURRENCY,
+        )?;
+        let max_profiles = match options.max_profiles {
+            None => DEFAULT_MAX_PROFILES,
+            Some(n) if n >= 1 => n as u64,
+            Some(n) => {
+                return Err(invalid(
+                    "options.max-profiles",
+                    format!("is {n}; it must be at least 1"),
+                ));
+            }
+        };
+
+        Ok(Pipeline {
+            name,
+            file: path.to_owned(),
+            description: wire.description,
+            source: Source {
+                path: source_path,
+                table,
+            },
+            segments,
+            destination: Destination {
+                connection: destination.connection,
+                list_id: destination.list_id.trim().to_owned(),
+                segments: chosen,
+            },
+            mapping: Mapping {
+                email: mapping.email,
+                name: mapping.name,
+                consent,
+                custom_fields: mapping.custom_fields.into_iter().collect(),
+            },
+            options: Options {
+                batch_size,
+                concurrency,
+                max_profiles,
+                resubscribe: options.resubscribe.unwrap_or(false),
+            },
+        })
+    }
+
+    /// The folder the pipeline file is in.
+    pub fn dir(&self) -> &Path {
+        self.file.parent().unwrap_or(Path::new("."))
+    }
+}
+
+fn bounded(
+    path: &Path,
+    key: &str,
+    value: Option<i64>,
+    default: usize,
+    max: usize,
+) -> Result<NonZeroUsize, ConfigError> {
+    let value = value.unwrap_or(default as i64);
+    usize::try_from(value)
+        .ok()
+        .filter(|v| *v <= max)
+        .and_then(NonZeroUsize::new)
+        .ok_or_else(|| ConfigError::invalid(path, key, format!("is {value}; it must be between 1 and {max}")))
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+description = "VIPs"
+[source]
+path = "../sample_data/profiles"
+[[segment]]
+name = "vip"
+sql = "SELECT * FROM profiles WHERE lifetime_value > 1000"
+[[segment]]
+name = "vip-ro"
+sql = "SELECT * FROM vip WHERE country = 'RO'"
+[destination]
+connection = "marketing"
+list-id = "a58ee1d3039b8bec838e6d1482a8a965"
+segments = ["vip-ro"]
+[mapping]
+email = "email"
+name = "full_name"
+consent-to-track = "yes"
+custom-fields = { City = "city", Tier = "loyalty_tier" }
+[options]
+batch-size = 500
+"#;
+
+    fn parse(text: &str) -> Result<Pipeline, ConfigError> {
+        Pipeline::parse(Path::new("pipelines/vip.toml"), text)
+    }
+
+    fn error(text: &str) -> String {
+        let err = parse(text).unwrap_err();
+        let mut message = err.to_string();
+        if let Some(source) = std::error::Error::source(&err) {
+            message = format!("{message}: {source}");
+        }
+        message
+    }
+
+    #[test]
+    fn reads_a_full_definition() {
+        let p = parse(GOOD).unwrap();
+        assert_eq!(p.name, "vip");
+        assert_eq!(p.source.path, "pipelines/../sample_data/profiles");
+        assert_eq!(p.source.table, "profiles");
+        assert_eq!(p.destination.segments, vec!["vip-ro"]);
+        assert_eq!(p.mapping.consent, Consent::Constant(ConsentToTrack::Yes));
+        assert_eq!(p.mapping.custom_fields[0], ("City".to_owned(), "city".to_owned()));
+        assert_eq!(p.mapping.columns(), vec!["email", "full_name", "city", "loyalty_tier"]);
+        assert_eq!(p.options.batch_size.get(), 500);
+        assert_eq!(p.options.concurrency.get(), DEFAULT_CONCURRENCY);
+        assert_eq!(p.options.max_profiles, 1_000_000);
+        assert!(!p.options.resubscribe);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let text = GOOD.replace("batch-size = 500", "batchsize = 500");
+        let message = error(&text);
+        assert!(message.contains("pipelines/vip.toml"), "{message}");
+        assert!(message.contains("batchsize"), "{message}");
+        let message = error(&GOOD.replace("[mapping]", "[mapping]\nemali = \"x\""));
+        assert!(message.contains("emali"), "{message}");
+    }
+
+    #[test]
+    fn bounds_and_required_keys() {
+        for (from, to, needle) in [
+            ("batch-size = 500", "batch-size = 0", "options.batch-size` is 0"),
+            ("batch-size = 500", "batch-size = 1001", "between 1 and 1000"),
+            ("batch-size = 500", "concurrency = 0", "options.concurrency"),
+            ("batch-size = 500", "max-profiles = -1", "options.max-profiles"),
+            ("email = \"email\"\n", "", "missing field `email`"),
+            (
+                "consent-to-track = \"yes\"",
+                "consent-to-track = \"maybe\"",
+                "`maybe` is not Yes, No or Unchanged",
+            ),
+            ("segments = [\"vip-ro\"]", "segments = [\"vip-r0\"]", "names `vip-r0`"),
+            ("name = \"vip-ro\"", "name = \"vip\"", "`vip` is defined twice"),
+            (
+                "list-id = \"a58ee1d3039b8bec838e6d1482a8a965\"",
+                "list-id = \" \"",
+                "destination.list-id",
+            ),
+        ] {
+            let text = GOOD.replace(from, to);
+            assert_ne!(text, GOOD, "{from}");
+            let message = error(&text);
+            assert!(message.contains(needle), "{needle}: {message}");
+        }
+    }
+
+    #[test]
+    fn consent_column_and_defaults() {
+        let text = GOOD
+            .replace(
+                "consent-to-track = \"yes\"",
+                "consent-to-track = { column = \"consent\" }",
+            )
+            .replace("segments = [\"vip-ro\"]\n", "");
+        let p = parse(&text).unwrap();
+        assert_eq!(p.mapping.consent, Consent::Column("consent".into()));
+        assert_eq!(p.destination.segments, vec!["vip", "vip-ro"]);
+    }
+}

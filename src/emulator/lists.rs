@@ -1,0 +1,554 @@
+//! The emulator's lists and members, and the import rules the real API follows.
+//! Pure: no I/O, no clock (the caller passes `now`), so tests feed it literals.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Deserialize;
+
+use crate::campaign_monitor::types::{
+    ApiErrorBody, CustomField, CustomFieldValue, ImportFailure, ImportResult, ListStats, SubscriberDetails,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum MemberState {
+    Active,
+    Unsubscribed,
+    Deleted,
+    Bounced,
+    Unconfirmed,
+}
+
+impl MemberState {
+    pub fn from_path(name: &str) -> Option<Self> {
+        Some(match name {
+            "active" => Self::Active,
+            "unsubscribed" => Self::Unsubscribed,
+            "deleted" => Self::Deleted,
+            "bounced" => Self::Bounced,
+            "unconfirmed" => Self::Unconfirmed,
+            _ => return None,
+        })
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "Active",
+            Self::Unsubscribed => "Unsubscribed",
+            Self::Deleted => "Deleted",
+            Self::Bounced => "Bounced",
+            Self::Unconfirmed => "Unconfirmed",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub email: String,
+    pub name: String,
+    pub state: MemberState,
+    pub custom_fields: Vec<(String, String)>,
+    pub consent_to_track: String,
+    pub date: String,
+    pub joined: String,
+}
+
+impl Member {
+    pub fn details(&self) -> SubscriberDetails {
+        SubscriberDetails {
+            email_address: self.email.clone(),
+            name: self.name.clone(),
+            date: self.date.clone(),
+            list_joined_date: self.joined.clone(),
+            state: self.state.as_str().to_owned(),
+            custom_fields: self
+                .custom_fields
+                .iter()
+                .map(|(key, value)| CustomFieldValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            reads_email_with: String::new(),
+            consent_to_track: Some(self.consent_to_track.clone()),
+        }
+    }
+}
+
+/// A subscriber as a request carries it: every field optional, so that the emulator, not
+/// serde, decides which omission is which API error.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct IncomingSubscriber {
+    #[serde(default)]
+    pub email_address: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub custom_fields: Option<Vec<IncomingField>>,
+    #[serde(default)]
+    pub consent_to_track: Option<String>,
+    #[serde(default)]
+    pub resubscribe: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct IncomingField {
+    pub key: String,
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub clear: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct IncomingImport {
+    #[serde(default)]
+    pub subscribers: Option<Vec<IncomingSubscriber>>,
+    #[serde(default)]
+    pub resubscribe: Option<bool>,
+    // Both spellings the official clients send are accepted (and otherwise unused).
+    #[serde(default, alias = "QueueSubscriptionBasedAutoresponders")]
+    pub queue_subscription_based_auto_responders: Option<bool>,
+    #[serde(default)]
+    pub restart_subscription_based_autoresponders: Option<bool>,
+}
+
+pub fn api_error(code: i64, message: &str) -> ApiErrorBody {
+    ApiErrorBody {
+        code,
+        message: message.to_owned(),
+    }
+}
+
+/// What an import or add did, for the answer and the stats.
+#[derive(Debug)]
+pub enum ImportOutcome {
+    /// 201: all rows imported.
+    Imported(ImportResult),
+    /// 400 code 210: some rows failed, the rest imported.
+    Partial(ImportResult),
+    /// 400 with this body: nothing imported.
+    Rejected(ApiErrorBody),
+}
+
+#[derive(Debug)]
+pub struct List {
+    pub id: String,
+    pub title: String,
+    pub custom_fields: Vec<CustomField>,
+    pub members: HashMap<String, Member>,
+    pub total_new: u64,
+    pub total_existing: u64,
+}
+
+impl List {
+    pub fn new(id: &str, title: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            title: title.to_owned(),
+            custom_fields: Vec::new(),
+            members: HashMap::new(),
+            total_new: 0,
+            total_existing: 0,
+        }
+    }
+
+    pub fn member(&self, email: &str) -> Option<&Member> {
+        self.members.get(&email.trim().to_ascii_lowercase())
+    }
+
+    pub fn member_mut(&mut self, email: &str) -> Option<&mut Member> {
+        self.members.get_mut(&email.trim().to_ascii_lowercase())
+    }
+
+    pub fn count_by_state(&self) -> HashMap<MemberState, u64> {
+        let mut counts = HashMap::new();
+        for member in self.members.values() {
+            *counts.entry(member.state).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    pub fn stats(&self) -> ListStats {
+        let counts = self.count_by_state();
+        let get = |s| counts.get(&s).copied().unwrap_or(0);
+        ListStats {
+            total_active_subscribers: get(MemberState::Active),
+            total_unsubscribes: get(MemberState::Unsubscribed),
+            total_deleted: get(MemberState::Deleted),
+            total_bounces: get(MemberState::Bounced),
+            ..ListStats::default()
+        }
+    }
+
+    /// Members in one state, ordered by email ascending as the API's default listing is.
+    pub fn in_state(&self, state: MemberState) -> Vec<&Member> {
+        let mut members: Vec<&Member> = self.members.values().filter(|m| m.state == state).collect();
+        members.sort_unstable_by_key(|m| m.email.to_ascii_lowercase());
+        members
+    }
+
+    /// Creates a custom field and returns its key, `[name]` lowercased without spaces.
+    pub fn add_custom_field(
+        &mut self,
+        name: &str,
+        data_type: &str,
+        options: Vec<String>,
+        visible: bool,
+    ) -> Result<String, ApiErrorBody> {
+        const TYPES: [&str; 7] = [
+            "Text",
+            "Number",
+            "MultiSelectOne",
+            "MultiSelectMany",
+            "Date",
+            "Country",
+            "USState",
+        ];
+        if name.trim().is_empty() {
+            return Err(api_error(250, "Invalid Field Name"));
+        }
+        if !TYPES.contains(&data_type) {
+            return Err(api_error(251, "Invalid Field Type"));
+        }
+        let key = format!("[{}]", name.to_lowercase().replace(char::is_whitespace, ""));
+        if self.custom_fields.iter().any(|f| f.key == key) {
+            return Err(api_error(255, "Field Key Exists"));
+        }
+        self.custom_fields.push(CustomField {
+            field_name: name.to_owned(),
+            key: key.clone(),
+            data_type: data_type.to_owned(),
+            field_options: options,
+            visible_in_preference_center: visible,
+        });
+        Ok(key)
+    }
+
+    fn known_field(&self, key: &str) -> Option<&str> {
+        let bare = key.trim().trim_start_matches('[').trim_end_matches(']').to_lowercase();
+        self.custom_fields
+            .iter()
+            .find(|f| f.key[1..f.key.len() - 1] == bare)
+            .map(|f| f.field_name.as_str())
+    }
+
+    /// `POST /subscribers/{listid}/import.json`.
+    pub fn import(&mut self, request: IncomingImport, now: &str) -> ImportOutcome {
+        let subscribers = request.subscribers.unwrap_or_default();
+        if subscribers.is_empty() {
+            return ImportOutcome::Rejected(api_error(212, "No subscribers were provided"));
+        }
+        if subscribers.len() > 1000 {
+            return ImportOutcome::Rejected(api_error(
+                209,
+                "Too many subscribers. The maximum number of subscribers per import is 1000",
+            ));
+        }
+        // Consent is checked for the whole request before anything is applied.
+        for subscriber in &subscribers {
+            if let Err(error) = check_consent(subscriber.consent_to_track.as_deref()) {
+                return ImportOutcome::Rejected(error);
+            }
+        }
+        let resubscribe = request.resubscribe.unwrap_or(false);
+        let mut result = ImportResult::default();
+        let mut seen = HashSet::with_capacity(subscribers.len());
+        let mut reported_duplicates = HashSet::new();
+        for subscriber in subscribers {
+            let email = subscriber.email_address.clone().unwrap_or_default();
+            let key = email.trim().to_ascii_lowercase();
+            if !seen.insert(key.clone()) {
+                if reported_duplicates.insert(key) {
+                    result.duplicate_emails_in_submission.push(email);
+                }
+                continue;
+            }
+            result.total_unique_emails_submitted += 1;
+            match self.apply(subscriber, key, resubscribe, now) {
+                Ok(true) => result.total_new_subscribers += 1,
+                Ok(false) => result.total_existing_subscribers += 1,
+                Err(error) => result.failure_details.push(ImportFailure {
+                    email_address: email,
+                    code: error.code,
+                    message: error.message,
+                }),
+            }
+        }
+        self.total_new += result.total_new_subscribers;
+        self.total_existing += result.total_existing_subscribers;
+        if result.failure_details.is_empty() {
+            ImportOutcome::Imported(result)
+        } else {
+            ImportOutcome::Partial(result)
+        }
+    }
+
+    /// `POST /subscribers/{listid}.json`: one subscriber; answers the address on success.
+    pub fn add(&mut self, subscriber: IncomingSubscriber, now: &str) -> Result<String, ApiErrorBody> {
+        check_consent(subscriber.consent_to_track.as_deref())?;
+        let email = subscriber.email_address.clone().unwrap_or_default();
+        let key = email.trim().to_ascii_lowercase();
+        let resubscribe = subscriber.resubscribe.unwrap_or(false);
+        self.apply(subscriber, key, resubscribe, now)?;
+        Ok(email.trim().to_owned())
+    }
+
+    /// Adds or updates one member. `Ok(true)` when new.
+    fn apply(
+        &mut self,
+        subscriber: IncomingSubscriber,
+        key: String,
+        resubscribe: bool,
+        now: &str,
+    ) -> Result<bool, ApiErrorBody> {
+        let email = subscriber.email_address.unwrap_or_default();
+        if !plausible_email(email.trim()) {
+            return Err(api_error(1, "Invalid Email Address"));
+        }
+        let consent = subscriber
+            .consent_to_track
+            .as_deref()
+            .and_then(normal_consent)
+            .unwrap_or("Unchanged");
+        let mut fields = Vec::new();
+        let mut cleared = Vec::new();
+        for field in subscriber.custom_fields.unwrap_or_default() {
+            // Like the real API, keys the list does not define are ignored.
+            let Some(name) = self.known_field(&field.key).map(str::to_owned) else {
+                continue;
+            };
+            if field.clear == Some(true) {
+                cleared.push(name);
+            } else if let Some(value) = field.value {
+                fields.push((name, value));
+            }
+        }
+        let is_new = match self.members.get_mut(&key) {
+            Some(member) => {
+                match member.state {
+                    MemberState::Unsubscribed if !resubscribe => {
+                        return Err(api_error(206, "Subscriber is unsubscribed and Resubscribe is false"));
+                    }
+                    MemberState::Deleted if !resubscribe => {
+                        return Err(api_error(205, "Subscriber is deleted and Resubscribe is false"));
+                    }
+                    MemberState::Bounced => return Err(api_error(207, "Subscriber has bounced")),
+                    MemberState::Unsubscribed | MemberState::Deleted => {
+                        member.state = MemberState::Active;
+                        member.joined = now.to_owned();
+                    }
+                    MemberState::Active | MemberState::Unconfirmed => {}
+                }
+                if let Some(name) = subscriber.name {
+                    member.name = name;
+                }
+                if consent != "Unchanged" {
+                    member.consent_to_track = consent.to_owned();
+                }
+                let updated: HashSet<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+                member
+                    .custom_fields
+                    .retain(|(k, _)| !updated.contains(k.as_str()) && !cleared.contains(k));
+                member.custom_fields.extend(fields);
+                member.date = now.to_owned();
+                false
+            }
+            None => {
+                self.members.insert(
+                    key,
+                    Member {
+                        email: email.trim().to_owned(),
+                        name: subscriber.name.unwrap_or_default(),
+                        state: MemberState::Active,
+                        custom_fields: fields,
+                        consent_to_track: if consent == "Unchanged" { "No" } else { consent }.to_owned(),
+                        date: now.to_owned(),
+                        joined: now.to_owned(),
+                    },
+                );
+                true
+            }
+        };
+        Ok(is_new)
+    }
+}
+
+fn normal_consent(text: &str) -> Option<&'static str> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "yes" => Some("Yes"),
+        "no" => Some("No"),
+        "unchanged" => Some("Unchanged"),
+        _ => None,
+    }
+}
+
+fn check_consent(value: Option<&str>) -> Result<(), ApiErrorBody> {
+    match value {
+        None => Err(api_error(214, "ConsentToTrack is required")),
+        Some(v) if normal_consent(v).is_none() => Err(api_error(
+            215,
+            "Invalid ConsentToTrack value. Accepted values are Yes, No and Unchanged",
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The emulator's own view of a deliverable address: deliberately independent of the
+/// exporter's validator, so that tests between the two can catch a disagreement.
+fn plausible_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && email.len() <= 254
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(email: &str, consent: Option<&str>) -> IncomingSubscriber {
+        IncomingSubscriber {
+            email_address: Some(email.into()),
+            name: Some("N".into()),
+            custom_fields: None,
+            consent_to_track: consent.map(str::to_owned),
+            resubscribe: None,
+        }
+    }
+
+    fn import(list: &mut List, subs: Vec<IncomingSubscriber>, resubscribe: bool) -> ImportOutcome {
+        list.import(
+            IncomingImport {
+                subscribers: Some(subs),
+                resubscribe: Some(resubscribe),
+                queue_subscription_based_auto_responders: None,
+                restart_subscription_based_autoresponders: None,
+            },
+            "2026-01-01 00:00:00",
+        )
+    }
+
+    #[test]
+    fn counts_new_existing_duplicates_and_failures() {
+        let mut list = List::new("l", "L");
+        let ImportOutcome::Imported(first) = import(&mut list, vec![sub("a@x.com", Some("Yes"))], false) else {
+            panic!()
+        };
+        assert_eq!((first.total_new_subscribers, first.total_existing_subscribers), (1, 0));
+        let ImportOutcome::Partial(second) = import(
+            &mut list,
+            vec![
+                sub("A@x.com", Some("yes")),
+                sub("b@x.com", Some("No")),
+                sub("B@X.com", Some("No")),
+                sub("bad", Some("No")),
+            ],
+            false,
+        ) else {
+            panic!()
+        };
+        assert_eq!(second.total_unique_emails_submitted, 3);
+        assert_eq!(
+            (second.total_new_subscribers, second.total_existing_subscribers),
+            (1, 1)
+        );
+        assert_eq!(second.duplicate_emails_in_submission, vec!["B@X.com"]);
+        assert_eq!(second.failure_details[0].code, 1);
+        assert_eq!(list.members.len(), 2);
+    }
+
+    #[test]
+    fn refuses_unsubscribed_and_deleted_unless_resubscribe() {
+        let mut list = List::new("l", "L");
+        import(
+            &mut list,
+            vec![sub("a@x.com", Some("Yes")), sub("d@x.com", Some("Yes"))],
+            false,
+        );
+        list.member_mut("a@x.com").unwrap().state = MemberState::Unsubscribed;
+        list.member_mut("d@x.com").unwrap().state = MemberState::Deleted;
+        let ImportOutcome::Partial(result) = import(
+            &mut list,
+            vec![sub("a@x.com", Some("Yes")), sub("d@x.com", Some("Yes"))],
+            false,
+        ) else {
+            panic!()
+        };
+        let codes: Vec<i64> = result.failure_details.iter().map(|f| f.code).collect();
+        assert_eq!(codes, vec![206, 205]);
+        assert_eq!(list.member("a@x.com").unwrap().state, MemberState::Unsubscribed);
+        let ImportOutcome::Imported(result) = import(
+            &mut list,
+            vec![sub("a@x.com", Some("Yes")), sub("d@x.com", Some("Yes"))],
+            true,
+        ) else {
+            panic!()
+        };
+        assert_eq!(result.total_existing_subscribers, 2);
+        assert_eq!(list.member("d@x.com").unwrap().state, MemberState::Active);
+    }
+
+    #[test]
+    fn whole_request_errors_import_nothing() {
+        let mut list = List::new("l", "L");
+        let code = |o: ImportOutcome| match o {
+            ImportOutcome::Rejected(e) => e.code,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(code(import(&mut list, vec![], false)), 212);
+        let many = (0..1001).map(|i| sub(&format!("{i}@x.com"), Some("Yes"))).collect();
+        assert_eq!(code(import(&mut list, many, false)), 209);
+        assert_eq!(
+            code(import(
+                &mut list,
+                vec![sub("a@x.com", Some("Yes")), sub("b@x.com", None)],
+                false
+            )),
+            214
+        );
+        assert_eq!(code(import(&mut list, vec![sub("a@x.com", Some("Maybe"))], false)), 215);
+        assert!(list.members.is_empty());
+    }
+
+    #[test]
+    fn custom_fields_known_to_the_list_are_kept() {
+        let mut list = List::new("l", "L");
+        assert_eq!(
+            list.add_custom_field("City Name", "Text", vec![], true).unwrap(),
+            "[cityname]"
+        );
+        assert_eq!(
+            list.add_custom_field("city name", "Text", vec![], true)
+                .unwrap_err()
+                .code,
+            255
+        );
+        let mut s = sub("a@x.com", Some("Yes"));
+        s.custom_fields = Some(vec![
+            IncomingField {
+                key: "[CityName]".into(),
+                value: Some("Cluj".into()),
+                clear: None,
+            },
+            IncomingField {
+                key: "unknown".into(),
+                value: Some("x".into()),
+                clear: None,
+            },
+        ]);
+        import(&mut list, vec![s], false);
+        assert_eq!(
+            list.member("a@x.com").unwrap().custom_fields,
+            vec![("City Name".to_owned(), "Cluj".to_owned())]
+        );
+    }
+}

@@ -1,0 +1,165 @@
+//! A Campaign Monitor API emulator: the same endpoints, status codes, error bodies and
+//! headers as the real API, lists kept in memory, and faults injected on request.
+//!
+//! It is part of the product: `cm-export emulator` serves it, `--sandbox` starts it
+//! in-process, and the tests and benchmarks run against it.
+
+mod api;
+mod config;
+mod lists;
+mod oauth;
+mod server;
+mod stats;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::Router;
+use axum::routing::{any, get, post};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub use config::{EmulatorConfig, RateLimitConfig};
+pub use lists::{List, Member, MemberState};
+pub use stats::{Faults, ListCounts, Stats};
+
+struct Token {
+    client_id: String,
+    expires_at: tokio::time::Instant,
+}
+
+struct State {
+    lists: HashMap<String, List>,
+    tokens: HashMap<String, Token>,
+    refresh_tokens: HashMap<String, String>,
+    /// Rate-limit windows per identity: (window start, requests in it).
+    windows: HashMap<String, (tokio::time::Instant, u64)>,
+    rng: SmallRng,
+    stats: Stats,
+}
+
+struct Shared {
+    config: EmulatorConfig,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn now_text() -> String {
+    chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// A running emulator. Dropping it stops accepting connections.
+pub struct Emulator {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Emulator {
+    /// Binds `listen` (use port 0 for a free one) and serves in the background.
+    pub async fn start(config: EmulatorConfig, listen: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                lists: config
+                    .lists
+                    .iter()
+                    .map(|(id, title)| (id.clone(), List::new(id, title)))
+                    .collect(),
+                tokens: HashMap::new(),
+                refresh_tokens: HashMap::new(),
+                windows: HashMap::new(),
+                rng: SmallRng::seed_from_u64(config.seed),
+                stats: Stats::default(),
+            }),
+            config,
+        });
+        let router = Router::new()
+            .route("/api/v3.3/{*path}", any(api::handle))
+            .route("/oauth/token", post(oauth::token))
+            .route("/_emulator/stats", get(stats_handler))
+            .route("/_emulator/expire-tokens", post(oauth::expire))
+            .with_state(shared.clone());
+        tokio::spawn(server::serve(listener, router, async {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            addr,
+            shared,
+            stop: Some(stop),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR/api/v3.3`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/api/v3.3", self.addr)
+    }
+
+    pub fn stats(&self) -> Stats {
+        snapshot(&self.shared)
+    }
+
+    /// Reads a list directly (tests and the sandbox summary).
+    pub fn with_list<R>(&self, list_id: &str, read: impl FnOnce(&List) -> R) -> Option<R> {
+        self.shared.lock().lists.get(list_id).map(read)
+    }
+
+    /// Changes a list directly: tests use it to set up unsubscribed members and custom fields.
+    pub fn with_list_mut<R>(&self, list_id: &str, change: impl FnOnce(&mut List) -> R) -> Option<R> {
+        self.shared.lock().lists.get_mut(list_id).map(change)
+    }
+
+    pub fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn snapshot(shared: &Shared) -> Stats {
+    let state = shared.lock();
+    let mut stats = state.stats.clone();
+    for (id, list) in &state.lists {
+        stats.lists.insert(
+            id.clone(),
+            ListCounts {
+                title: list.title.clone(),
+                members: list
+                    .count_by_state()
+                    .into_iter()
+                    .map(|(s, n)| (format!("{s:?}"), n))
+                    .collect(),
+                imported_new: list.total_new,
+                imported_existing: list.total_existing,
+            },
+        );
+    }
+    stats
+}
+
+async fn stats_handler(axum::extract::State(shared): axum::extract::State<Arc<Shared>>) -> axum::Json<Stats> {
+    axum::Json(snapshot(&shared))
+}

@@ -1,0 +1,20 @@
+//! The run: the stream of stages from the Parquet scan to the list, sending with retries
+//! under the API's rate limit, the report and the rejects file; and `plan` / `validate`.
+
+mod error;
+mod gate;
+mod plan;
+mod progress;
+mod rejects;
+mod report;
+mod retry;
+mod run;
+mod send;
+
+pub use error::{ExportError, chain};
+pub use plan::{Plan, plan, validate};
+pub use progress::ProgressMode;
+pub use rejects::{RejectsError, RejectsWriter};
+pub use report::{Rejected, Report, RunStatus};
+pub use retry::Backoff;
+pub use run::{RunOptions, check_cap, connect, new_run_id, run};

@@ -1,0 +1,133 @@
+//! `plan` and `validate`: everything a run does but sending.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use super::error::ExportError;
+use super::progress::{Progress, ProgressMode};
+use super::run::check_cap;
+use crate::config::Pipeline;
+use crate::members::{Extractor, RejectReason, RowCounts, mask};
+use crate::segment::{self, segment_frame};
+
+const SAMPLES: usize = 5;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub export: String,
+    pub list_id: String,
+    pub source_files: usize,
+    /// Rows each segment returns on its own.
+    pub segments: BTreeMap<String, u64>,
+    /// Rows the union of the chosen segments yields.
+    pub rows_matched: u64,
+    pub members_unique: u64,
+    pub rejected: BTreeMap<&'static str, u64>,
+    pub batches: u64,
+    pub max_profiles: u64,
+    /// A few members, addresses masked.
+    pub samples: Vec<String>,
+}
+
+impl Plan {
+    pub fn summary(&self) -> String {
+        let mut lines = vec![format!(
+            "plan for export `{}` -> list {} ({} source files)",
+            self.export, self.list_id, self.source_files
+        )];
+        for (name, rows) in &self.segments {
+            lines.push(format!("  segment `{name}`: {rows} rows"));
+        }
+        lines.push(format!(
+            "  rows matched {}  ->  unique members {} in {} batches (cap {})",
+            self.rows_matched, self.members_unique, self.batches, self.max_profiles
+        ));
+        let rejected: Vec<String> = self.rejected.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        lines.push(format!("  rejected: {}", rejected.join(", ")));
+        for sample in &self.samples {
+            lines.push(format!("  sample: {sample}"));
+        }
+        lines.push("  nothing was sent".to_owned());
+        lines.join("\n")
+    }
+}
+
+/// Counts, rejects and samples of an export, without sending a member.
+pub async fn plan(pipeline: &Pipeline, progress: ProgressMode) -> Result<Plan, ExportError> {
+    let prepared = segment::prepare(pipeline).await?;
+    let mut segments = BTreeMap::new();
+    for segment in &pipeline.segments {
+        let rows = segment_frame(&prepared.ctx, &segment.name)
+            .await?
+            .count()
+            .await
+            .map_err(ExportError::Scan)?;
+        segments.insert(segment.name.clone(), rows as u64);
+    }
+    let rows_expected = check_cap(&prepared, pipeline.options.max_profiles).await?;
+    let progress = Progress::start(progress, rows_expected, &pipeline.name);
+    let mut extractor = Extractor::new(prepared.layout.clone());
+    let mut stream = prepared
+        .export
+        .clone()
+        .execute_stream()
+        .await
+        .map_err(ExportError::Scan)?;
+    let mut rows = RowCounts::default();
+    let mut samples = Vec::new();
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(ExportError::Scan)?;
+        let counts = extractor
+            .extract(
+                &batch,
+                |m| {
+                    if samples.len() < SAMPLES {
+                        let fields: Vec<String> = m
+                            .custom_fields
+                            .iter()
+                            .map(|f| format!("{}={}", f.key, f.value))
+                            .collect();
+                        samples.push(format!(
+                            "{} name={:?} consent={} {}",
+                            mask(&m.email_address),
+                            m.name.as_deref().unwrap_or(""),
+                            m.consent_to_track.as_str(),
+                            fields.join(" ")
+                        ));
+                    }
+                },
+                |_| {},
+            )
+            .map_err(|e| ExportError::Scan(e.into()))?;
+        progress.counters.rows.fetch_add(counts.rows, Ordering::Relaxed);
+        rows.add(&counts);
+    }
+    progress.finish();
+    let batch_size = pipeline.options.batch_size.get() as u64;
+    Ok(Plan {
+        export: pipeline.name.clone(),
+        list_id: pipeline.destination.list_id.clone(),
+        source_files: prepared.snapshot.files.len(),
+        segments,
+        rows_matched: rows.rows,
+        members_unique: rows.unique,
+        rejected: BTreeMap::from([
+            (RejectReason::MissingEmail.as_str(), rows.missing_email),
+            (RejectReason::InvalidEmail.as_str(), rows.invalid_email),
+            (RejectReason::InvalidField.as_str(), rows.invalid_field),
+            ("duplicate", rows.duplicate),
+        ]),
+        batches: rows.unique.div_ceil(batch_size),
+        max_profiles: pipeline.options.max_profiles,
+        samples,
+    })
+}
+
+/// Checks SQL and schema: plans every segment and the export query, reads no rows.
+pub async fn validate(pipeline: &Pipeline) -> Result<(), ExportError> {
+    segment::prepare(pipeline).await?;
+    Ok(())
+}

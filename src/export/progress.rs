@@ -1,0 +1,88 @@
+//! Progress: a bar on a terminal (rows scanned, members sent, rate, ETA), a log line every
+//! few seconds elsewhere.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ProgressMode {
+    /// A bar when stderr is a terminal, log lines otherwise.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub rows: AtomicU64,
+    pub sent: AtomicU64,
+}
+
+pub struct Progress {
+    pub counters: Arc<Counters>,
+    ticker: tokio::task::JoinHandle<()>,
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    /// `total_rows`: the rows the export query will yield, for the bar's length and ETA.
+    pub fn start(mode: ProgressMode, total_rows: u64, what: &str) -> Self {
+        let counters = Arc::new(Counters::default());
+        let show_bar = match mode {
+            ProgressMode::Always => true,
+            ProgressMode::Never => false,
+            ProgressMode::Auto => std::io::stderr().is_terminal(),
+        };
+        let bar = show_bar.then(|| {
+            let bar = ProgressBar::with_draw_target(Some(total_rows), ProgressDrawTarget::stderr_with_hz(8));
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} {prefix} [{bar:30}] {human_pos}/{human_len} rows  {msg}  {per_sec}  ETA {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(what.to_owned());
+            bar
+        });
+        let ticker = {
+            let counters = counters.clone();
+            let bar = bar.clone();
+            tokio::spawn(async move {
+                let period = if bar.is_some() {
+                    Duration::from_millis(100)
+                } else {
+                    Duration::from_secs(5)
+                };
+                let mut interval = tokio::time::interval(period);
+                interval.tick().await;
+                loop {
+                    interval.tick().await;
+                    let rows = counters.rows.load(Ordering::Relaxed);
+                    let sent = counters.sent.load(Ordering::Relaxed);
+                    match &bar {
+                        Some(bar) => {
+                            bar.set_position(rows);
+                            bar.set_message(format!("{sent} members sent"));
+                        }
+                        None => tracing::info!(rows_scanned = rows, members_sent = sent, "progress"),
+                    }
+                }
+            })
+        };
+        Self { counters, ticker, bar }
+    }
+
+    pub fn finish(self) {
+        self.ticker.abort();
+        if let Some(bar) = self.bar {
+            bar.set_position(self.counters.rows.load(Ordering::Relaxed));
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The run report (JSON): what happened to every row, in counts. No addresses, no secrets.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::members::RowCounts;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Succeeded,
+    SucceededWithRejects,
+    Failed,
+    Interrupted,
+}
+
+impl RunStatus {
+    /// 0 succeeded, 1 succeeded with rejected rows, 2 failed or interrupted.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            RunStatus::Succeeded => 0,
+            RunStatus::SucceededWithRejects => 1,
+            RunStatus::Failed | RunStatus::Interrupted => 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    pub missing_email: u64,
+    pub invalid_email: u64,
+    pub invalid_field: u64,
+    pub duplicate: u64,
+    /// API failure code -> rows.
+    pub api: BTreeMap<i64, u64>,
+    /// Members whose batch was not accepted because the run stopped first.
+    pub not_sent: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub export: String,
+    pub run_id: String,
+    pub status: RunStatus,
+    pub connection: String,
+    pub display_name: String,
+    pub export_user: String,
+    pub list_id: String,
+    pub segments: Vec<String>,
+    pub sandbox: bool,
+    pub started_at: String,
+    pub finished_at: String,
+    pub duration_seconds: f64,
+    pub source_files: u64,
+    pub rows_matched: u64,
+    pub members_unique: u64,
+    pub members_sent: u64,
+    pub members_new: u64,
+    pub members_existing: u64,
+    pub rejected: Rejected,
+    pub batches: u64,
+    pub requests: u64,
+    pub retries: u64,
+    pub resent_after_unknown: u64,
+    pub members_per_second: f64,
+    pub rejects_file: Option<PathBuf>,
+    /// Why the run failed, in plain words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Report {
+    pub fn count_rows(&mut self, rows: &RowCounts) {
+        self.rows_matched += rows.rows;
+        self.members_unique += rows.unique;
+        self.rejected.missing_email += rows.missing_email;
+        self.rejected.invalid_email += rows.invalid_email;
+        self.rejected.invalid_field += rows.invalid_field;
+        self.rejected.duplicate += rows.duplicate;
+    }
+
+    pub fn api_rejected(&self) -> u64 {
+        self.rejected.api.values().sum()
+    }
+
+    /// Rows that are in the rejects file.
+    pub fn rejected_rows(&self) -> u64 {
+        self.rejected.missing_email
+            + self.rejected.invalid_email
+            + self.rejected.invalid_field
+            + self.api_rejected()
+            + self.rejected.not_sent
+    }
+
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        text.push(b'\n');
+        let partial = path.with_extension("json.partial");
+        std::fs::write(&partial, text)?;
+        std::fs::rename(partial, path)
+    }
+
+    /// A few lines for a person at the end of a run.
+    pub fn summary(&self) -> String {
+        let api: Vec<String> = self
+            .rejected
+            .api
+            .iter()
+            .map(|(c, n)| format!("{n} (code {c})"))
+            .collect();
+        let mut lines = vec![
+            format!(
+                "export `{}` run {}: {} in {:.1}s",
+                self.export,
+                self.run_id,
+                match self.status {
+                    RunStatus::Succeeded => "succeeded",
+                    RunStatus::SucceededWithRejects => "succeeded with rejected rows",
+                    RunStatus::Failed => "FAILED",
+                    RunStatus::Interrupted => "interrupted",
+                },
+                self.duration_seconds
+            ),
+            format!(
+                "  list {} on `{}` ({}), as {}",
+                self.list_id, self.connection, self.display_name, self.export_user
+            ),
+            format!(
+                "  rows matched {}  ->  unique members {}  ->  sent {} (new {}, existing {})  at {:.0} members/s",
+                self.rows_matched,
+                self.members_unique,
+                self.members_sent,
+                self.members_new,
+                self.members_existing,
+                self.members_per_second
+            ),
+            format!(
+                "  rejected: missing email {}, invalid email {}, invalid field {}, duplicate {}, by the API {}{}",
+                self.rejected.missing_email,
+                self.rejected.invalid_email,
+                self.rejected.invalid_field,
+                self.rejected.duplicate,
+                self.api_rejected(),
+                if api.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", api.join(", "))
+                }
+            ),
+            format!(
+                "  {} batches, {} requests, {} retries, {} re-sent after a lost answer",
+                self.batches, self.requests, self.retries, self.resent_after_unknown
+            ),
+        ];
+        if self.rejected.not_sent > 0 {
+            lines.push(format!(
+                "  not sent because the run stopped: {}",
+                self.rejected.not_sent
+            ));
+        }
+        if let Some(file) = &self.rejects_file {
+            lines.push(format!("  rejects: {}", file.display()));
+        }
+        if let Some(error) = &self.error {
+            lines.push(format!("  error: {error}"));
+        }
+        lines.join("\n")
+    }
+}

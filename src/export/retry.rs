@@ -1,0 +1,71 @@
+//! Capped exponential backoff with full jitter and a bounded number of attempts.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// The longest a rate-limited request waits for the window to reset.
+    pub max_rate_limit_wait: Duration,
+}
+
+impl Default for Backoff {
+    /// About five minutes of retrying before a batch gives up: enough to ride out an outage.
+    fn default() -> Self {
+        Self {
+            base: Duration::from_millis(250),
+            cap: Duration::from_secs(30),
+            max_retries: 20,
+            max_rate_limit_wait: Duration::from_secs(120),
+        }
+    }
+}
+
+impl Backoff {
+    /// The ceiling of the wait before retry number `retry` (1-based): `base * 2^(retry-1)`,
+    /// capped. Saturating, so no `retry` can overflow.
+    pub fn ceiling(&self, retry: u32) -> Duration {
+        let factor = 1u32.checked_shl(retry.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.base.saturating_mul(factor).min(self.cap)
+    }
+
+    /// Full jitter: uniform in `[0, ceiling]`, with `unit` drawn from `[0, 1)`.
+    pub fn delay(&self, retry: u32, unit: f64) -> Duration {
+        self.ceiling(retry).mul_f64(unit.clamp(0.0, 1.0))
+    }
+
+    /// The wait the API asked for (a 429's reset, a `Retry-After`), bounded, with a little
+    /// jitter so waiting workers do not all come back in the same instant.
+    pub fn asked(&self, wait: Duration, unit: f64) -> Duration {
+        wait.min(self.max_rate_limit_wait) + Duration::from_millis(50).mul_f64(unit.clamp(0.0, 1.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_caps_and_never_overflows() {
+        let b = Backoff::default();
+        assert_eq!(b.ceiling(1), Duration::from_millis(250));
+        assert_eq!(b.ceiling(2), Duration::from_millis(500));
+        assert_eq!(b.ceiling(5), Duration::from_secs(4));
+        assert_eq!(b.ceiling(8), Duration::from_secs(30));
+        assert_eq!(b.ceiling(u32::MAX), Duration::from_secs(30));
+        assert_eq!(b.delay(3, 0.0), Duration::ZERO);
+        assert_eq!(b.delay(3, 0.5), Duration::from_millis(500));
+        assert!(b.delay(40, 0.999_999) <= Duration::from_secs(30));
+        assert_eq!(b.asked(Duration::from_secs(3600), 0.0), Duration::from_secs(120));
+    }
+
+    #[test]
+    fn default_rides_out_minutes_of_outage() {
+        let b = Backoff::default();
+        let worst: Duration = (1..=b.max_retries).map(|r| b.ceiling(r)).sum();
+        assert!(worst >= Duration::from_secs(300), "{worst:?}");
+    }
+}

@@ -1,0 +1,430 @@
+//! One run of an export: check, count, then stream the members to the list.
+//!
+//! ```text
+//! Parquet --scan + segment SQL--> mapped columns --extract (normalise, validate, dedupe)-->
+//!   batches --channel--> N concurrent imports (gate, retries) --> report + rejects file
+//! ```
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use datafusion::functions_aggregate::expr_fn::count_distinct;
+use datafusion::prelude::{lower, trim};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::mpsc;
+
+use super::error::{ExportError, chain};
+use super::progress::{Progress, ProgressMode};
+use super::rejects::RejectsWriter;
+use super::report::{Rejected, Report, RunStatus};
+use super::retry::Backoff;
+use super::send::{Delivery, Sender};
+use crate::campaign_monitor::{Client, ClientOptions, Credentials, ImportBatch, ImportSubscriber};
+use crate::config::{Connection, Pipeline};
+use crate::members::{Extractor, Reject, RejectReason, RowCounts};
+use crate::segment::{self, Prepared};
+
+/// How to run, beyond what the pipeline says.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Where the report goes; default `<state dir>/runs/<export>/<run id>/report.json`.
+    pub report_path: Option<PathBuf>,
+    /// Default `.cm-export/` beside the pipeline.
+    pub state_dir: Option<PathBuf>,
+    pub progress: ProgressMode,
+    pub backoff: Backoff,
+    pub client: ClientOptions,
+    pub sandbox: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            report_path: None,
+            state_dir: None,
+            progress: ProgressMode::Never,
+            backoff: Backoff::default(),
+            client: ClientOptions::default(),
+            sandbox: false,
+        }
+    }
+}
+
+/// A new run id: UTC time and a random suffix, so ids sort by start time.
+pub fn new_run_id() -> String {
+    format!(
+        "{}-{:04x}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+        rand::random::<u16>()
+    )
+}
+
+fn new_report(pipeline: &Pipeline, connection: &Connection, run_id: &str, sandbox: bool) -> Report {
+    Report {
+        export: pipeline.name.clone(),
+        run_id: run_id.to_owned(),
+        status: RunStatus::Failed,
+        connection: connection.name.clone(),
+        display_name: connection.display_name.clone(),
+        export_user: connection.export_user.clone(),
+        list_id: pipeline.destination.list_id.clone(),
+        segments: pipeline.destination.segments.clone(),
+        sandbox,
+        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        finished_at: String::new(),
+        duration_seconds: 0.0,
+        source_files: 0,
+        rows_matched: 0,
+        members_unique: 0,
+        members_sent: 0,
+        members_new: 0,
+        members_existing: 0,
+        rejected: Rejected::default(),
+        batches: 0,
+        requests: 0,
+        retries: 0,
+        resent_after_unknown: 0,
+        members_per_second: 0.0,
+        rejects_file: None,
+        error: None,
+    }
+}
+
+/// Runs the export and writes its report. Failures of the run itself are in the report
+/// (status `failed`, `error`); `Err` only when the report cannot be written.
+pub async fn run(
+    pipeline: &Pipeline,
+    connection: &Connection,
+    credentials: &Credentials,
+    options: &RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Report, ExportError> {
+    let clock = Instant::now();
+    let run_id = new_run_id();
+    let state_dir = options
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| pipeline.dir().join(".cm-export"));
+    // Absolute, so the report points at its rejects file from wherever it is read.
+    let state_dir = std::path::absolute(&state_dir).unwrap_or(state_dir);
+    let run_dir = state_dir.join("runs").join(&pipeline.name).join(&run_id);
+    let report_path = options
+        .report_path
+        .clone()
+        .unwrap_or_else(|| run_dir.join("report.json"));
+    let report_path = std::path::absolute(&report_path).unwrap_or(report_path);
+    let rejects_path = match &options.report_path {
+        Some(_) => report_path.with_file_name(format!(
+            "{}-rejects.parquet",
+            report_path.file_stem().and_then(|s| s.to_str()).unwrap_or("report")
+        )),
+        None => run_dir.join("rejects.parquet"),
+    };
+    let mut report = new_report(pipeline, connection, &run_id, options.sandbox);
+    tracing::info!(export = %pipeline.name, run_id = %run_id, list_id = %pipeline.destination.list_id, "run started");
+
+    let outcome = execute(
+        pipeline,
+        connection,
+        credentials,
+        options,
+        &rejects_path,
+        &mut report,
+        shutdown,
+    )
+    .await;
+    report.duration_seconds = clock.elapsed().as_secs_f64();
+    report.finished_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    report.members_per_second = if report.duration_seconds > 0.0 {
+        report.members_sent as f64 / report.duration_seconds
+    } else {
+        0.0
+    };
+    report.status = match outcome {
+        Ok(Stop::Finished) if report.rejected_rows() == 0 => RunStatus::Succeeded,
+        Ok(Stop::Finished) => RunStatus::SucceededWithRejects,
+        Ok(Stop::Interrupted) => RunStatus::Interrupted,
+        Err(error) => {
+            tracing::error!("run failed: {}", chain(&error));
+            report.error = Some(chain(&error));
+            RunStatus::Failed
+        }
+    };
+    report.write(&report_path).map_err(|source| ExportError::Report {
+        path: report_path.clone(),
+        source,
+    })?;
+    tracing::info!(status = ?report.status, report = %report_path.display(), "run finished");
+    Ok(report)
+}
+
+enum Stop {
+    Finished,
+    Interrupted,
+}
+
+/// The client, with the credential check and list check done.
+pub async fn connect(
+    pipeline: &Pipeline,
+    connection: &Connection,
+    credentials: &Credentials,
+    options: ClientOptions,
+) -> Result<Client, ExportError> {
+    let client = Client::new(connection.base_url.clone(), credentials, options).map_err(ExportError::Client)?;
+    client.system_date().await.map_err(|source| ExportError::Credentials {
+        connection: connection.name.clone(),
+        source,
+    })?;
+    let list_id = &pipeline.destination.list_id;
+    client.list_details(list_id).await.map_err(|source| ExportError::List {
+        list_id: list_id.clone(),
+        connection: connection.name.clone(),
+        source,
+    })?;
+    if !pipeline.mapping.custom_fields.is_empty() {
+        let fields = client
+            .custom_fields(list_id)
+            .await
+            .map_err(|source| ExportError::List {
+                list_id: list_id.clone(),
+                connection: connection.name.clone(),
+                source,
+            })?;
+        let bare = |key: &str| key.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        for (key, _) in &pipeline.mapping.custom_fields {
+            if !fields.iter().any(|f| bare(&f.key) == bare(key)) {
+                return Err(ExportError::UnknownCustomField {
+                    list_id: list_id.clone(),
+                    key: key.clone(),
+                    available: fields
+                        .iter()
+                        .map(|f| format!("`{}`", bare(&f.key)))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        }
+    }
+    Ok(client)
+}
+
+/// Rows the export query yields, and — when that is over the cap — the exact number of
+/// distinct addresses, which is what the cap is about.
+pub async fn check_cap(prepared: &Prepared, max_profiles: u64) -> Result<u64, ExportError> {
+    let rows = prepared.export.clone().count().await.map_err(ExportError::Scan)? as u64;
+    if rows > max_profiles {
+        let email = datafusion::prelude::ident("email");
+        let distinct = prepared
+            .export
+            .clone()
+            .aggregate(vec![], vec![count_distinct(lower(trim(vec![email]))).alias("n")])
+            .map_err(ExportError::Scan)?
+            .collect()
+            .await
+            .map_err(ExportError::Scan)?;
+        let members = distinct
+            .first()
+            .and_then(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            })
+            .map_or(rows, |a| a.value(0) as u64);
+        if members > max_profiles {
+            return Err(ExportError::OverCap {
+                members,
+                max: max_profiles,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+type SharedRejects = Arc<Mutex<Option<RejectsWriter>>>;
+
+fn write_reject(rejects: &SharedRejects, reject: Reject) {
+    let mut guard = rejects.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(writer) = guard.as_mut()
+        && let Err(e) = writer.push(reject)
+    {
+        tracing::error!("{}", chain(&e));
+    }
+}
+
+fn not_sent(rejects: &SharedRejects, members: &[ImportSubscriber], why: &str) -> u64 {
+    for m in members {
+        let mut reject = Reject::new(Some(&m.email_address), RejectReason::NotSent);
+        reject.message = Some(why.to_owned());
+        write_reject(rejects, reject);
+    }
+    members.len() as u64
+}
+
+async fn execute(
+    pipeline: &Pipeline,
+    connection: &Connection,
+    credentials: &Credentials,
+    options: &RunOptions,
+    rejects_path: &std::path::Path,
+    report: &mut Report,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Stop, ExportError> {
+    // Local checks first (SQL, schema), then the API (credentials, list), then the cap:
+    // anything wrong stops the run before a single member leaves.
+    let prepared = segment::prepare(pipeline).await?;
+    report.source_files = prepared.snapshot.files.len() as u64;
+    let client = Arc::new(connect(pipeline, connection, credentials, options.client).await?);
+    let rows_expected = check_cap(&prepared, pipeline.options.max_profiles).await?;
+
+    let rejects: SharedRejects = Arc::new(Mutex::new(Some(RejectsWriter::create(rejects_path)?)));
+    report.rejects_file = Some(rejects_path.to_owned());
+    let progress = Progress::start(options.progress, rows_expected, &pipeline.name);
+    let counters = progress.counters.clone();
+
+    // Stage 1 (its own task): scan, extract, dedupe, and cut batches that leave at once.
+    let batch_size = pipeline.options.batch_size.get();
+    let concurrency = pipeline.options.concurrency.get();
+    let (tx, mut rx) = mpsc::channel::<ImportBatch>(concurrency * 2);
+    let producer = {
+        let rejects = rejects.clone();
+        let counters = counters.clone();
+        let Prepared { export, layout, .. } = prepared;
+        tokio::spawn(async move {
+            let mut rows = RowCounts::default();
+            let mut unsent = 0u64;
+            let mut stream = export.execute_stream().await.map_err(ExportError::Scan)?;
+            let mut extractor = Extractor::new(layout);
+            let mut current: Vec<ImportSubscriber> = Vec::with_capacity(batch_size);
+            let mut full: Vec<Vec<ImportSubscriber>> = Vec::new();
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(ExportError::Scan)?;
+                let counts = extractor
+                    .extract(
+                        &batch,
+                        |member| {
+                            current.push(member);
+                            if current.len() == batch_size {
+                                full.push(std::mem::replace(&mut current, Vec::with_capacity(batch_size)));
+                            }
+                        },
+                        |reject| write_reject(&rejects, reject),
+                    )
+                    .map_err(|e| ExportError::Scan(e.into()))?;
+                rows.add(&counts);
+                counters.rows.fetch_add(counts.rows, Ordering::Relaxed);
+                // Full batches hold `batch_size` (1..=1000) members, so `new` cannot refuse them.
+                for batch in full.drain(..).filter_map(|members| ImportBatch::new(members).ok()) {
+                    if let Err(refused) = tx.send(batch).await {
+                        unsent += not_sent(&rejects, refused.0.subscribers(), "the run stopped before this batch");
+                    }
+                }
+                if tx.is_closed() {
+                    unsent += not_sent(&rejects, &current, "the run stopped before this batch");
+                    return Ok((rows, unsent));
+                }
+            }
+            if let Ok(batch) = ImportBatch::new(current)
+                && let Err(refused) = tx.send(batch).await
+            {
+                unsent += not_sent(&rejects, refused.0.subscribers(), "the run stopped before this batch");
+            }
+            Ok::<_, ExportError>((rows, unsent))
+        })
+    };
+
+    // Stage 2: up to `concurrency` imports in flight; each answer is counted as it lands.
+    let sender = Arc::new(Sender::new(
+        client,
+        pipeline.destination.list_id.clone(),
+        pipeline.options.resubscribe,
+        options.backoff,
+    ));
+    let mut in_flight = FuturesUnordered::new();
+    let mut open = true;
+    let mut stop: Option<Result<Stop, ExportError>> = None;
+    let mut api_codes: BTreeMap<i64, u64> = BTreeMap::new();
+    tokio::pin!(shutdown);
+    loop {
+        if !open && in_flight.is_empty() {
+            break;
+        }
+        let can_take = open && stop.is_none() && in_flight.len() < concurrency;
+        tokio::select! {
+            Some(sent) = in_flight.next(), if !in_flight.is_empty() => {
+                let sent: super::send::Sent = sent;
+                report.batches += 1;
+                report.requests += sent.requests;
+                report.retries += sent.retries;
+                report.resent_after_unknown += sent.resent_after_unknown;
+                match sent.delivery {
+                    Delivery::Accepted { new, existing, failures } => {
+                        report.members_new += new;
+                        report.members_existing += existing;
+                        report.members_sent += new + existing;
+                        counters.sent.fetch_add(new + existing, Ordering::Relaxed);
+                        for failure in failures {
+                            *api_codes.entry(failure.code).or_insert(0) += 1;
+                            let mut reject = Reject::new(Some(&failure.email_address), RejectReason::Api);
+                            reject.code = Some(failure.code);
+                            reject.message = Some(failure.message);
+                            write_reject(&rejects, reject);
+                        }
+                    }
+                    Delivery::Failed(failure) => {
+                        let n = sent.batch.len() as u64;
+                        *api_codes.entry(failure.code).or_insert(0) += n;
+                        for m in sent.batch.subscribers() {
+                            let mut reject = Reject::new(Some(&m.email_address), RejectReason::Api);
+                            reject.code = Some(failure.code);
+                            reject.message = Some(failure.message.clone());
+                            write_reject(&rejects, reject);
+                        }
+                        if stop.is_none() {
+                            stop = Some(Err(ExportError::Import {
+                                list_id: pipeline.destination.list_id.clone(),
+                                source: failure,
+                            }));
+                        }
+                    }
+                }
+            }
+            () = &mut shutdown, if stop.is_none() => {
+                tracing::warn!("interrupted: no new batches; waiting for those in flight");
+                stop = Some(Ok(Stop::Interrupted));
+            }
+            next = rx.recv(), if can_take => match next {
+                Some(batch) => {
+                    let sender = sender.clone();
+                    in_flight.push(async move { sender.send(batch).await });
+                }
+                None => open = false,
+            },
+        }
+        if stop.is_some() && open {
+            rx.close();
+            while let Some(batch) = rx.recv().await {
+                report.rejected.not_sent +=
+                    not_sent(&rejects, batch.subscribers(), "the run stopped before this batch");
+            }
+            open = false;
+        }
+    }
+    drop(rx);
+    let (rows, unsent) = producer
+        .await
+        .map_err(|e| ExportError::Scan(datafusion::error::DataFusionError::External(Box::new(e))))??;
+    progress.finish();
+    report.count_rows(&rows);
+    report.rejected.not_sent += unsent;
+    report.rejected.api = api_codes;
+    let writer = rejects.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(writer) = writer {
+        writer.finish()?;
+    }
+    stop.unwrap_or(Ok(Stop::Finished))
+}

@@ -1,0 +1,30 @@
+//! `cm-export`: export segments of unified customer profiles from Parquet to Campaign
+//! Monitor subscriber lists.
+//!
+//! The modules follow the data:
+//!
+//! - [`config`]: pipeline (`pipelines/NAME.toml`) and connection (`connections.toml`)
+//!   definitions, parsed strictly into checked types before any other I/O.
+//! - [`source`]: registers a Parquet file, folder (Hive partitions) or glob as a table.
+//! - [`segment`]: runs segment SQL read-only, registers each segment as a view, and builds
+//!   the export query that projects the mapped columns.
+//! - [`members`]: normalises, validates and dedupes addresses; pure and hot.
+//! - [`campaign_monitor`]: the API's wire types, the client and the pure classifier of
+//!   its answers.
+//! - [`emulator`]: a protocol-faithful Campaign Monitor emulator with fault injection,
+//!   used by `--sandbox`, the tests and the benchmarks.
+//! - [`export`]: the run itself: the stream of stages, sending with retries, the report and
+//!   the rejects file; also `plan` and `validate`.
+//! - [`sample`]: synthetic unified profiles as Parquet, for the quickstart and benchmarks.
+//!
+//! The command line lives with the binary (`src/main.rs`, `src/cli/`): it parses, loads,
+//! calls these modules and maps outcomes to exit codes.
+
+pub mod campaign_monitor;
+pub mod config;
+pub mod emulator;
+pub mod export;
+pub mod members;
+pub mod sample;
+pub mod segment;
+pub mod source;

@@ -1,0 +1,143 @@
+//! Email normalisation and validation: the rules an address must follow to leave for the API.
+
+/// Why a row's address cannot be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailProblem {
+    /// Null, empty or only whitespace.
+    Missing,
+    Invalid,
+}
+
+/// Trims `raw` and checks it. On success returns the trimmed address (original case).
+///
+/// Valid means: ASCII only, no whitespace or control characters, exactly one `@`, a local
+/// part of 1..=64 characters that neither starts nor ends with `.` nor holds `..`, a domain
+/// of at least two labels of letters, digits and `-` (no label starting or ending with
+/// `-`), and at most 254 characters in all.
+pub fn normalise(raw: Option<&str>) -> Result<&str, EmailProblem> {
+    let email = raw.map(str::trim).unwrap_or("");
+    if email.is_empty() {
+        return Err(EmailProblem::Missing);
+    }
+    if is_valid(email) {
+        Ok(email)
+    } else {
+        Err(EmailProblem::Invalid)
+    }
+}
+
+fn is_valid(email: &str) -> bool {
+    if email.len() > 254 || !email.is_ascii() {
+        return false;
+    }
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    valid_local(local) && valid_domain(domain)
+}
+
+fn valid_local(local: &str) -> bool {
+    let bytes = local.as_bytes();
+    (1..=64).contains(&bytes.len())
+        && bytes[0] != b'.'
+        && bytes[bytes.len() - 1] != b'.'
+        && !local.contains("..")
+        && bytes.iter().all(|&b| b.is_ascii_graphic() && b != b'@')
+}
+
+fn valid_domain(domain: &str) -> bool {
+    let mut labels = 0;
+    for label in domain.split('.') {
+        let bytes = label.as_bytes();
+        let ok = !bytes.is_empty()
+            && bytes[0] != b'-'
+            && bytes[bytes.len() - 1] != b'-'
+            && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-');
+        if !ok {
+            return false;
+        }
+        labels += 1;
+    }
+    labels >= 2
+}
+
+/// The dedupe key: the address lowercased (ASCII, as validation guarantees).
+pub fn dedupe_key(email: &str) -> String {
+    email.to_ascii_lowercase()
+}
+
+/// `jane@example.com` -> `j***@example.com`, for log lines.
+pub fn mask(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            let first = local.chars().next().map(String::from).unwrap_or_default();
+            format!("{first}***@{domain}")
+        }
+        None => "***".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_addresses() {
+        for ok in [
+            "a@b.co",
+            "Jane.Doe+news@Example.COM",
+            "x_y-z@sub-domain.example.org",
+            "o'brien@example.ie",
+            "1@2.3",
+        ] {
+            assert_eq!(normalise(Some(ok)), Ok(ok), "{ok}");
+        }
+        assert_eq!(normalise(Some("  a@b.co\t")), Ok("a@b.co"));
+        let long_local = format!("{}@example.com", "a".repeat(64));
+        assert!(normalise(Some(&long_local)).is_ok());
+    }
+
+    #[test]
+    fn invalid_addresses() {
+        let too_long_local = format!("{}@example.com", "a".repeat(65));
+        let too_long = format!("a@{}.com", vec!["b".repeat(60); 5].join("."));
+        for bad in [
+            "plainaddress",
+            "two@@example.com",
+            "a@b@example.com",
+            "a@example",
+            ".a@example.com",
+            "a.@example.com",
+            "a..b@example.com",
+            "a b@example.com",
+            "a@exa mple.com",
+            "a@-example.com",
+            "a@example-.com",
+            "a@example..com",
+            "a@.example.com",
+            "a@example.com.",
+            "a@exam_ple.com",
+            "jöhn@example.com",
+            "a\u{7}@example.com",
+            "@example.com",
+            too_long_local.as_str(),
+            too_long.as_str(),
+        ] {
+            assert_eq!(normalise(Some(bad)), Err(EmailProblem::Invalid), "{bad}");
+        }
+    }
+
+    #[test]
+    fn missing_addresses() {
+        for missing in [None, Some(""), Some("   "), Some("\t\n")] {
+            assert_eq!(normalise(missing), Err(EmailProblem::Missing), "{missing:?}");
+        }
+    }
+
+    #[test]
+    fn keys_and_masks() {
+        assert_eq!(dedupe_key("Jane@Example.COM"), "jane@example.com");
+        assert_eq!(mask("jane@example.com"), "j***@example.com");
+        assert_eq!(mask("nonsense"), "***");
+    }
+}

@@ -1,0 +1,52 @@
+//! Why a row was not exported.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    MissingEmail,
+    InvalidEmail,
+    InvalidField,
+    /// Campaign Monitor refused the row (a `FailureDetails` entry).
+    Api,
+    /// The run stopped before the row's batch was accepted.
+    NotSent,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MissingEmail => "missing_email",
+            Self::InvalidEmail => "invalid_email",
+            Self::InvalidField => "invalid_field",
+            Self::Api => "api",
+            Self::NotSent => "not_sent",
+        }
+    }
+}
+
+/// One row that was not exported, as the rejects file records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    /// The address as found in the data (untrimmed), if any.
+    pub email: Option<String>,
+    pub reason: RejectReason,
+    /// The column at fault, for `invalid_field`.
+    pub column: Option<String>,
+    /// The API's code and message, for `api` and `not_sent`.
+    pub code: Option<i64>,
+    pub message: Option<String>,
+}
+
+impl Reject {
+    pub fn new(email: Option<&str>, reason: RejectReason) -> Self {
+        Self {
+            email: email.map(str::to_owned),
+            reason,
+            column: None,
+            code: None,
+            message: None,
+        }
+    }
+}

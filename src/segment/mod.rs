@@ -1,0 +1,221 @@
+//! Segments: read-only SQL over the source table, each registered as a view (so a later
+//! segment can build on an earlier one), and the export query that projects the mapping
+//! out of the union of the chosen segments.
+
+use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::common::TableReference;
+use datafusion::error::DataFusionError;
+use datafusion::prelude::{DataFrame, Expr, SQLOptions, SessionConfig, SessionContext, cast, ident, lit, to_char};
+
+use crate::config::{Consent, Pipeline};
+use crate::members::{Layout, is_string_type};
+use crate::source::{self, Snapshot, SourceError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("segment `{segment}` is not a valid read-only query")]
+    Sql {
+        segment: String,
+        #[source]
+        source: DataFusionError,
+    },
+    #[error("segment `{segment}` does not return the column `{column}` that `{key}` maps; it returns: {available}")]
+    MissingColumn {
+        segment: String,
+        column: String,
+        key: String,
+        available: String,
+    },
+    #[error(
+        "segment `{segment}`: the email column `{column}` is {data_type}, not a string; map `mapping.email` to a text column or CAST it in the segment"
+    )]
+    EmailNotString {
+        segment: String,
+        column: String,
+        data_type: DataType,
+    },
+    #[error("cannot build the export query over segments {segments}")]
+    Plan {
+        segments: String,
+        #[source]
+        source: DataFusionError,
+    },
+}
+
+/// A session with the source and every segment registered, and the export query.
+pub struct Prepared {
+    pub ctx: SessionContext,
+    pub snapshot: Snapshot,
+    /// The union of the chosen segments, projected to the mapped values.
+    pub export: DataFrame,
+    pub layout: Layout,
+}
+
+/// Only queries: no DDL, no DML, no `SET` or other statements.
+fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// The session every command uses: Parquet filters pushed into the scan.
+pub fn session() -> SessionContext {
+    let mut config = SessionConfig::new().with_information_schema(false);
+    let options = config.options_mut();
+    options.execution.parquet.pushdown_filters = true;
+    options.execution.parquet.reorder_filters = true;
+    SessionContext::new_with_config(config)
+}
+
+pub async fn prepare(pipeline: &Pipeline) -> Result<Prepared, SegmentError> {
+    let ctx = session();
+    let snapshot = source::register(&ctx, &pipeline.source).await?;
+    for segment in &pipeline.segments {
+        let sql_err = |source| SegmentError::Sql {
+            segment: segment.name.clone(),
+            source,
+        };
+        let frame = ctx.sql_with_options(&segment.sql, read_only()).await.map_err(sql_err)?;
+        ctx.register_table(TableReference::bare(segment.name.as_str()), frame.into_view())
+            .map_err(sql_err)?;
+    }
+    let (export, layout) = export_query(&ctx, pipeline).await?;
+    Ok(Prepared {
+        ctx,
+        snapshot,
+        export,
+        layout,
+    })
+}
+
+/// A segment's rows, as registered.
+pub async fn segment_frame(ctx: &SessionContext, name: &str) -> Result<DataFrame, SegmentError> {
+    ctx.table(TableReference::bare(name))
+        .await
+        .map_err(|source| SegmentError::Sql {
+            segment: name.to_owned(),
+            source,
+        })
+}
+
+fn find<'a>(schema: &'a Schema, segment: &str, column: &str, key: &str) -> Result<&'a DataType, SegmentError> {
+    schema
+        .field_with_name(column)
+        .map(|f| f.data_type())
+        .map_err(|_| SegmentError::MissingColumn {
+            segment: segment.to_owned(),
+            column: column.to_owned(),
+            key: key.to_owned(),
+            available: schema
+                .fields()
+                .iter()
+                .map(|f| format!("`{}`", f.name()))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// A mapped value as text: strings as they are, dates as `yyyy/mm/dd`, the rest as its
+/// plain decimal or text form.
+fn as_text(column: &str, data_type: &DataType) -> Expr {
+    let value = ident(column);
+    match data_type {
+        t if is_string_type(t) => value,
+        DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _) => to_char(value, lit("%Y/%m/%d")),
+        _ => cast(value, DataType::Utf8),
+    }
+}
+
+async fn export_query(ctx: &SessionContext, pipeline: &Pipeline) -> Result<(DataFrame, Layout), SegmentError> {
+    let mapping = &pipeline.mapping;
+    let chosen = &pipeline.destination.segments;
+    let mut union: Option<DataFrame> = None;
+    let mut layout = None;
+    for name in chosen {
+        let frame = segment_frame(ctx, name).await?;
+        let schema = frame.schema().as_arrow().clone();
+        let email_type = find(&schema, name, &mapping.email, "mapping.email")?;
+        if !is_string_type(email_type) {
+            return Err(SegmentError::EmailNotString {
+                segment: name.clone(),
+                column: mapping.email.clone(),
+                data_type: email_type.clone(),
+            });
+        }
+        // Several segments must agree on types to be unioned; one keeps its own.
+        let email = if chosen.len() > 1 {
+            cast(ident(&mapping.email), DataType::Utf8View)
+        } else {
+            ident(&mapping.email)
+        };
+        let mut exprs = vec![email.alias("email")];
+        let mut next = 1;
+        let mut place = |expr: Expr, alias: String, exprs: &mut Vec<Expr>| {
+            exprs.push(expr.alias(alias));
+            next += 1;
+            next - 1
+        };
+        let name_index = match &mapping.name {
+            Some(column) => {
+                let t = find(&schema, name, column, "mapping.name")?;
+                Some(place(
+                    cast(as_text(column, t), DataType::Utf8View),
+                    "name".into(),
+                    &mut exprs,
+                ))
+            }
+            None => None,
+        };
+        let consent_index = match &mapping.consent {
+            Consent::Column(column) => {
+                let t = find(&schema, name, column, "mapping.consent-to-track")?;
+                Some(place(
+                    cast(as_text(column, t), DataType::Utf8View),
+                    "consent".into(),
+                    &mut exprs,
+                ))
+            }
+            Consent::Constant(_) => None,
+        };
+        let mut fields = Vec::new();
+        for (i, (key, column)) in mapping.custom_fields.iter().enumerate() {
+            let t = find(&schema, name, column, &format!("mapping.custom-fields.{key}"))?;
+            let index = place(
+                cast(as_text(column, t), DataType::Utf8View),
+                format!("field_{i}"),
+                &mut exprs,
+            );
+            fields.push((key.clone(), column.clone(), index));
+        }
+        let plan_err = |source| SegmentError::Plan {
+            segments: chosen.join(", "),
+            source,
+        };
+        let projected = frame.select(exprs).map_err(plan_err)?;
+        union = Some(match union {
+            None => projected,
+            Some(previous) => previous.union(projected).map_err(plan_err)?,
+        });
+        layout.get_or_insert(Layout {
+            email: 0,
+            name: name_index,
+            consent: consent_index,
+            consent_default: match mapping.consent {
+                Consent::Constant(c) => c,
+                Consent::Column(_) => crate::campaign_monitor::ConsentToTrack::Unchanged,
+            },
+            fields,
+        });
+    }
+    match (union, layout) {
+        (Some(union), Some(layout)) => Ok((union, layout)),
+        // `Pipeline::parse` guarantees at least one chosen segment.
+        _ => Err(SegmentError::Plan {
+            segments: String::new(),
+            source: DataFusionError::Plan("no segment chosen".into()),
+        }),
+    }
+}

@@ -1,0 +1,10 @@
+//! Integration tests: one binary, a module per area. Servers bind 127.0.0.1:0; nothing
+//! leaves the machine.
+
+#![allow(clippy::unwrap_used)]
+
+mod cli;
+mod emulator_api;
+mod fixtures_shape;
+mod official_client;
+mod support;

@@ -1,0 +1,47 @@
+//! Shared helpers: an emulator in-process, a client for it, Parquet files to export.
+
+use std::path::{Path, PathBuf};
+
+use cm_export::campaign_monitor::{BaseUrl, Client, ClientOptions, Credentials, Secret};
+use cm_export::emulator::{Emulator, EmulatorConfig};
+
+pub const KEY: &str = "test-key-5f1c0ffee";
+pub const LIST: &str = "a58ee1d3039b8bec838e6d1482a8a965";
+
+pub async fn emulator_with(change: impl FnOnce(&mut EmulatorConfig)) -> Emulator {
+    let mut config = EmulatorConfig {
+        api_keys: vec![KEY.into()],
+        lists: vec![(LIST.into(), "List One".into())],
+        ..EmulatorConfig::default()
+    };
+    change(&mut config);
+    Emulator::start(config, ([127, 0, 0, 1], 0).into()).await.unwrap()
+}
+
+pub async fn emulator() -> Emulator {
+    emulator_with(|_| {}).await
+}
+
+pub fn client(emulator: &Emulator, credentials: Credentials) -> Client {
+    Client::new(
+        BaseUrl::parse(&emulator.base_url()).unwrap(),
+        &credentials,
+        ClientOptions::default(),
+    )
+    .unwrap()
+}
+
+pub fn key_client(emulator: &Emulator) -> Client {
+    client(emulator, Credentials::ApiKey(Secret::new(KEY)))
+}
+
+pub fn fixture(name: &str) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/cm-fixtures")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cm-export"))
+}

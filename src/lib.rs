@@ -15,6 +15,8 @@
 //!   used by `--sandbox`, the tests and the benchmarks.
 //! - [`export`]: the run itself: the stream of stages, sending with retries, the report and
 //!   the rejects file; also `plan` and `validate`.
+//! - [`state`]: a run's state folder: what it started on and the journal of accepted
+//!   batches that lets an interrupted run resume.
 //! - [`sample`]: synthetic unified profiles as Parquet, for the quickstart and benchmarks.
 //!
 //! The command line lives with the binary (`src/main.rs`, `src/cli/`): it parses, loads,
@@ -28,3 +30,4 @@ pub mod members;
 pub mod sample;
 pub mod segment;
 pub mod source;
+pub mod state;

@@ -16,6 +16,7 @@ use super::base_url::BaseUrl;
 use super::classify::{ApiFailure, Class, RateLimit, Response, TransportError, TransportErrorKind, classify};
 use super::credentials::{Credentials, Secret};
 use super::import::ImportBatch;
+use super::types::MemberState;
 use super::types::{
     ApiErrorBody, CustomField, ListDetails, ListStats, NewCustomField, OAuthTokens, SubscriberDetails, SubscriberPage,
     SystemDate,
@@ -394,26 +395,4 @@ struct ApiEmail<'a> {
 
 fn is_expired_token(response: &Response) -> bool {
     serde_json::from_slice::<ApiErrorBody>(&response.body).is_ok_and(|b| b.code == 121)
-}
-
-/// The member listings of a list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemberState {
-    Active,
-    Unsubscribed,
-    Deleted,
-    Bounced,
-    Unconfirmed,
-}
-
-impl MemberState {
-    pub fn path(self) -> &'static str {
-        match self {
-            MemberState::Active => "active",
-            MemberState::Unsubscribed => "unsubscribed",
-            MemberState::Deleted => "deleted",
-            MemberState::Bounced => "bounced",
-            MemberState::Unconfirmed => "unconfirmed",
-        }
-    }
 }

@@ -10,6 +10,7 @@ pub mod types;
 
 pub use base_url::{BaseUrl, BaseUrlError, DEFAULT_BASE_URL};
 pub use classify::{ApiFailure, Class, RateLimit, Response, TransportError, TransportErrorKind, classify};
-pub use client::{ApiError, Client, ClientOptions, MemberState};
+pub use client::{ApiError, Client, ClientOptions};
 pub use credentials::{Credentials, Secret};
 pub use import::{BatchSizeError, ConsentToTrack, ImportBatch, ImportField, ImportSubscriber, MAX_IMPORT_BATCH};
+pub use types::MemberState;

@@ -93,6 +93,41 @@ pub struct CustomFieldValue {
     pub value: String,
 }
 
+/// A member's state, as `SubscriberDetails.State` names it; each has its own listing
+/// (`lists/{id}/active.json`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum MemberState {
+    Active,
+    Unsubscribed,
+    Deleted,
+    Bounced,
+    Unconfirmed,
+}
+
+impl MemberState {
+    const ALL: [(Self, &'static str, &'static str); 5] = [
+        (Self::Active, "active", "Active"),
+        (Self::Unsubscribed, "unsubscribed", "Unsubscribed"),
+        (Self::Deleted, "deleted", "Deleted"),
+        (Self::Bounced, "bounced", "Bounced"),
+        (Self::Unconfirmed, "unconfirmed", "Unconfirmed"),
+    ];
+
+    /// The listing's path segment: `active`.
+    pub fn path(self) -> &'static str {
+        Self::ALL[self as usize].1
+    }
+
+    pub fn from_path(path: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(_, p, _)| *p == path).map(|(s, _, _)| *s)
+    }
+
+    /// The `State` value: `Active`.
+    pub fn as_str(self) -> &'static str {
+        Self::ALL[self as usize].2
+    }
+}
+
 /// One member as the list endpoints (`active`, `unsubscribed`, `deleted`) and the
 /// subscriber details endpoint describe it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -24,6 +24,9 @@ pub struct RunArgs {
     state_dir: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     progress: ProgressMode,
+    /// Continue the last unfinished run of this export; members already accepted are not sent again.
+    #[arg(long)]
+    resume: bool,
 }
 
 fn load(pipeline: &Path, connections: Option<&Path>) -> anyhow::Result<(Pipeline, Connection)> {
@@ -72,6 +75,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         state_dir: args.state_dir,
         progress: args.progress,
         sandbox: args.sandbox,
+        resume: args.resume,
         ..RunOptions::default()
     };
     let report = export::run(&pipeline, &connection, &credentials, &options, super::shutdown_signal()).await?;

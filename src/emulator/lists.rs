@@ -5,41 +5,10 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Deserialize;
 
+pub use crate::campaign_monitor::MemberState;
 use crate::campaign_monitor::types::{
     ApiErrorBody, CustomField, CustomFieldValue, ImportFailure, ImportResult, ListStats, SubscriberDetails,
 };
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-pub enum MemberState {
-    Active,
-    Unsubscribed,
-    Deleted,
-    Bounced,
-    Unconfirmed,
-}
-
-impl MemberState {
-    pub fn from_path(name: &str) -> Option<Self> {
-        Some(match name {
-            "active" => Self::Active,
-            "unsubscribed" => Self::Unsubscribed,
-            "deleted" => Self::Deleted,
-            "bounced" => Self::Bounced,
-            "unconfirmed" => Self::Unconfirmed,
-            _ => return None,
-        })
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "Active",
-            Self::Unsubscribed => "Unsubscribed",
-            Self::Deleted => "Deleted",
-            Self::Bounced => "Bounced",
-            Self::Unconfirmed => "Unconfirmed",
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct Member {

@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 pub use config::{EmulatorConfig, RateLimitConfig};
-pub use lists::{List, Member, MemberState};
+pub use lists::{ImportOutcome, IncomingImport, List, Member, MemberState};
 pub use stats::{Faults, ListCounts, Stats};
 
 struct Token {
@@ -150,7 +150,7 @@ fn snapshot(shared: &Shared) -> Stats {
                 members: list
                     .count_by_state()
                     .into_iter()
-                    .map(|(s, n)| (format!("{s:?}"), n))
+                    .map(|(s, n)| (s.as_str().to_owned(), n))
                     .collect(),
                 imported_new: list.total_new,
                 imported_existing: list.total_existing,

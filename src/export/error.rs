@@ -41,6 +41,8 @@ pub enum ExportError {
     },
     #[error(transparent)]
     Rejects(#[from] super::rejects::RejectsError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     #[error("cannot start the HTTP client")]
     Client(#[source] ApiError),
     #[error("cannot write the report `{}`", path.display())]

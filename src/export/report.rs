@@ -50,6 +50,8 @@ pub struct Report {
     pub list_id: String,
     pub segments: Vec<String>,
     pub sandbox: bool,
+    /// Whether this run continued an interrupted one (`--resume`); counts cover both.
+    pub resumed: bool,
     pub started_at: String,
     pub finished_at: String,
     pub duration_seconds: f64,

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::campaign_monitor::ApiError;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
     pub base: Duration,
@@ -41,6 +43,27 @@ impl Backoff {
     /// jitter so waiting workers do not all come back in the same instant.
     pub fn asked(&self, wait: Duration, unit: f64) -> Duration {
         wait.min(self.max_rate_limit_wait) + Duration::from_millis(50).mul_f64(unit.clamp(0.0, 1.0))
+    }
+}
+
+/// Runs a typed API call, retrying while the API is unavailable (5xx, 429, timeouts,
+/// dropped connections), with the same backoff as imports.
+pub async fn retry_call<T, F, Fut>(backoff: &Backoff, mut call: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let mut retry = 0;
+    loop {
+        match call().await {
+            Err(ApiError::Unavailable { reason }) if retry < backoff.max_retries => {
+                retry += 1;
+                let delay = backoff.delay(retry, rand::random());
+                tracing::debug!(retry, delay_ms = delay.as_millis() as u64, "retrying: {reason}");
+                tokio::time::sleep(delay).await;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -22,12 +22,13 @@ use super::error::{ExportError, chain};
 use super::progress::{Progress, ProgressMode};
 use super::rejects::RejectsWriter;
 use super::report::{Rejected, Report, RunStatus};
-use super::retry::Backoff;
+use super::retry::{Backoff, retry_call};
 use super::send::{Delivery, Sender};
 use crate::campaign_monitor::{Client, ClientOptions, Credentials, ImportBatch, ImportSubscriber};
 use crate::config::{Connection, Pipeline};
 use crate::members::{Extractor, Reject, RejectReason, RowCounts};
 use crate::segment::{self, Prepared};
+use crate::state::{self, Accepted, Fingerprint, Journal, JournalFailure, RunState, StateError};
 
 /// How to run, beyond what the pipeline says.
 #[derive(Debug, Clone)]
@@ -40,6 +41,8 @@ pub struct RunOptions {
     pub backoff: Backoff,
     pub client: ClientOptions,
     pub sandbox: bool,
+    /// Continue the last unfinished run of this export instead of starting a new one.
+    pub resume: bool,
 }
 
 impl Default for RunOptions {
@@ -51,6 +54,7 @@ impl Default for RunOptions {
             backoff: Backoff::default(),
             client: ClientOptions::default(),
             sandbox: false,
+            resume: false,
         }
     }
 }
@@ -75,6 +79,7 @@ fn new_report(pipeline: &Pipeline, connection: &Connection, run_id: &str, sandbo
         list_id: pipeline.destination.list_id.clone(),
         segments: pipeline.destination.segments.clone(),
         sandbox,
+        resumed: false,
         started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         finished_at: String::new(),
         duration_seconds: 0.0,
@@ -105,39 +110,49 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Report, ExportError> {
     let clock = Instant::now();
-    let run_id = new_run_id();
     let state_dir = options
         .state_dir
         .clone()
         .unwrap_or_else(|| pipeline.dir().join(".cm-export"));
     // Absolute, so the report points at its rejects file from wherever it is read.
     let state_dir = std::path::absolute(&state_dir).unwrap_or(state_dir);
-    let run_dir = state_dir.join("runs").join(&pipeline.name).join(&run_id);
-    let report_path = options
-        .report_path
-        .clone()
-        .unwrap_or_else(|| run_dir.join("report.json"));
-    let report_path = std::path::absolute(&report_path).unwrap_or(report_path);
-    let rejects_path = match &options.report_path {
-        Some(_) => report_path.with_file_name(format!(
+    let runs_dir = state_dir.join("runs").join(&pipeline.name);
+    let (run_dir, resumed) = if options.resume {
+        let (dir, state) = state::last_unfinished(&runs_dir, &pipeline.name)?;
+        (dir, Some(state))
+    } else {
+        (runs_dir.join(new_run_id()), None)
+    };
+    let run_id = run_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // The state folder always keeps the report (resume reads it); `--report` gets a copy.
+    let report_paths: Vec<PathBuf> = std::iter::once(run_dir.join(state::REPORT_FILE))
+        .chain(
+            options
+                .report_path
+                .iter()
+                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
+        )
+        .collect();
+    let rejects_path = match report_paths.get(1) {
+        Some(report) => report.with_file_name(format!(
             "{}-rejects.parquet",
-            report_path.file_stem().and_then(|s| s.to_str()).unwrap_or("report")
+            report.file_stem().and_then(|s| s.to_str()).unwrap_or("report")
         )),
         None => run_dir.join("rejects.parquet"),
     };
     let mut report = new_report(pipeline, connection, &run_id, options.sandbox);
-    tracing::info!(export = %pipeline.name, run_id = %run_id, list_id = %pipeline.destination.list_id, "run started");
+    report.resumed = resumed.is_some();
+    tracing::info!(export = %pipeline.name, run_id = %run_id, list_id = %pipeline.destination.list_id, resumed = report.resumed, "run started");
 
-    let outcome = execute(
-        pipeline,
-        connection,
-        credentials,
-        options,
-        &rejects_path,
-        &mut report,
-        shutdown,
-    )
-    .await;
+    let files = Files {
+        run_dir: &run_dir,
+        rejects: &rejects_path,
+        resumed: resumed.as_ref(),
+    };
+    let outcome = execute(pipeline, connection, credentials, options, files, &mut report, shutdown).await;
     report.duration_seconds = clock.elapsed().as_secs_f64();
     report.finished_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     report.members_per_second = if report.duration_seconds > 0.0 {
@@ -155,12 +170,22 @@ pub async fn run(
             RunStatus::Failed
         }
     };
-    report.write(&report_path).map_err(|source| ExportError::Report {
-        path: report_path.clone(),
-        source,
-    })?;
-    tracing::info!(status = ?report.status, report = %report_path.display(), "run finished");
+    for path in &report_paths {
+        report.write(path).map_err(|source| ExportError::Report {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    tracing::info!(status = ?report.status, report = %report_paths[report_paths.len() - 1].display(), "run finished");
     Ok(report)
+}
+
+/// Where a run keeps its files, and the state it resumes, if any.
+#[derive(Clone, Copy)]
+struct Files<'a> {
+    run_dir: &'a std::path::Path,
+    rejects: &'a std::path::Path,
+    resumed: Option<&'a RunState>,
 }
 
 enum Stop {
@@ -174,21 +199,25 @@ pub async fn connect(
     connection: &Connection,
     credentials: &Credentials,
     options: ClientOptions,
+    backoff: &Backoff,
 ) -> Result<Client, ExportError> {
     let client = Client::new(connection.base_url.clone(), credentials, options).map_err(ExportError::Client)?;
-    client.system_date().await.map_err(|source| ExportError::Credentials {
-        connection: connection.name.clone(),
-        source,
-    })?;
+    retry_call(backoff, || client.system_date())
+        .await
+        .map_err(|source| ExportError::Credentials {
+            connection: connection.name.clone(),
+            source,
+        })?;
     let list_id = &pipeline.destination.list_id;
-    client.list_details(list_id).await.map_err(|source| ExportError::List {
-        list_id: list_id.clone(),
-        connection: connection.name.clone(),
-        source,
-    })?;
+    retry_call(backoff, || client.list_details(list_id))
+        .await
+        .map_err(|source| ExportError::List {
+            list_id: list_id.clone(),
+            connection: connection.name.clone(),
+            source,
+        })?;
     if !pipeline.mapping.custom_fields.is_empty() {
-        let fields = client
-            .custom_fields(list_id)
+        let fields = retry_call(backoff, || client.custom_fields(list_id))
             .await
             .map_err(|source| ExportError::List {
                 list_id: list_id.clone(),
@@ -270,7 +299,7 @@ async fn execute(
     connection: &Connection,
     credentials: &Credentials,
     options: &RunOptions,
-    rejects_path: &std::path::Path,
+    files: Files<'_>,
     report: &mut Report,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Stop, ExportError> {
@@ -278,11 +307,48 @@ async fn execute(
     // anything wrong stops the run before a single member leaves.
     let prepared = segment::prepare(pipeline).await?;
     report.source_files = prepared.snapshot.files.len() as u64;
-    let client = Arc::new(connect(pipeline, connection, credentials, options.client).await?);
+    let client = Arc::new(connect(pipeline, connection, credentials, options.client, &options.backoff).await?);
     let rows_expected = check_cap(&prepared, pipeline.options.max_profiles).await?;
 
-    let rejects: SharedRejects = Arc::new(Mutex::new(Some(RejectsWriter::create(rejects_path)?)));
-    report.rejects_file = Some(rejects_path.to_owned());
+    // The checkpoint: what an earlier attempt got accepted is not sent again, and counts.
+    let fingerprint = Fingerprint::of(pipeline, &prepared.snapshot.files);
+    if let Some(then) = files.resumed
+        && let Some(why) = fingerprint.difference(&then.fingerprint)
+    {
+        return Err(StateError::Changed {
+            export: pipeline.name.clone(),
+            run_id: then.run_id.clone(),
+            why,
+        }
+        .into());
+    }
+    RunState {
+        export: pipeline.name.clone(),
+        run_id: report.run_id.clone(),
+        fingerprint,
+    }
+    .write(files.run_dir)?;
+    let journal_path = files.run_dir.join(state::JOURNAL_FILE);
+    let earlier = Journal::read(&journal_path).map_err(StateError::from)?;
+    let mut journal = Journal::open(&journal_path).map_err(StateError::from)?;
+
+    let rejects: SharedRejects = Arc::new(Mutex::new(Some(RejectsWriter::create(files.rejects)?)));
+    report.rejects_file = Some(files.rejects.to_owned());
+    let mut api_codes: BTreeMap<i64, u64> = BTreeMap::new();
+    for batch in &earlier.batches {
+        report.batches += 1;
+        report.members_new += batch.new;
+        report.members_existing += batch.existing;
+        report.members_sent += batch.new + batch.existing;
+        for failure in &batch.failures {
+            *api_codes.entry(failure.code).or_insert(0) += 1;
+            let mut reject = Reject::new(Some(&failure.email), RejectReason::Api);
+            reject.code = Some(failure.code);
+            reject.message = Some(failure.message.clone());
+            write_reject(&rejects, reject);
+        }
+    }
+    let already_sent = Arc::new(earlier.sent);
     let progress = Progress::start(options.progress, rows_expected, &pipeline.name);
     let counters = progress.counters.clone();
 
@@ -293,6 +359,7 @@ async fn execute(
     let producer = {
         let rejects = rejects.clone();
         let counters = counters.clone();
+        let already_sent = already_sent.clone();
         let Prepared { export, layout, .. } = prepared;
         tokio::spawn(async move {
             let mut rows = RowCounts::default();
@@ -307,6 +374,11 @@ async fn execute(
                     .extract(
                         &batch,
                         |member| {
+                            if !already_sent.is_empty()
+                                && already_sent.contains(&member.email_address.to_ascii_lowercase())
+                            {
+                                return;
+                            }
                             current.push(member);
                             if current.len() == batch_size {
                                 full.push(std::mem::replace(&mut current, Vec::with_capacity(batch_size)));
@@ -347,7 +419,6 @@ async fn execute(
     let mut in_flight = FuturesUnordered::new();
     let mut open = true;
     let mut stop: Option<Result<Stop, ExportError>> = None;
-    let mut api_codes: BTreeMap<i64, u64> = BTreeMap::new();
     tokio::pin!(shutdown);
     loop {
         if !open && in_flight.is_empty() {
@@ -363,6 +434,24 @@ async fn execute(
                 report.resent_after_unknown += sent.resent_after_unknown;
                 match sent.delivery {
                     Delivery::Accepted { new, existing, failures } => {
+                        let entry = Accepted {
+                            new,
+                            existing,
+                            emails: sent.batch.subscribers().iter().map(|m| m.email_address.clone()).collect(),
+                            failures: failures
+                                .iter()
+                                .map(|f| JournalFailure {
+                                    email: f.email_address.clone(),
+                                    code: f.code,
+                                    message: f.message.clone(),
+                                })
+                                .collect(),
+                        };
+                        if let Err(error) = journal.append(&entry)
+                            && stop.is_none()
+                        {
+                            stop = Some(Err(StateError::from(error).into()));
+                        }
                         report.members_new += new;
                         report.members_existing += existing;
                         report.members_sent += new + existing;
@@ -422,6 +511,7 @@ async fn execute(
     report.count_rows(&rows);
     report.rejected.not_sent += unsent;
     report.rejected.api = api_codes;
+    journal.sync().map_err(StateError::from)?;
     let writer = rejects.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let Some(writer) = writer {
         writer.finish()?;

@@ -535,3 +535,68 @@ async fn quickstart_runs_against_the_sandbox() {
     assert_eq!(report["sandbox"], true);
     assert!(stdout.contains(&format!("now holds {sent} active members")), "{stdout}");
 }
+
+#[tokio::test]
+async fn views_build_on_views_and_fields_are_formatted() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = tokio::process::Command::new(bin())
+        .args(["plan", "pipelines/vip_romania.toml", "--json", "--progress", "never"])
+        .current_dir(root)
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let plan: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let vip = plan["segments"]["vip"].as_u64().unwrap();
+    let vip_ro = plan["segments"]["vip_ro"].as_u64().unwrap();
+    assert!(vip_ro > 0 && vip_ro < vip, "{plan}");
+    assert_eq!(plan["rows_matched"].as_u64().unwrap(), vip_ro);
+    let sample = plan["samples"][0].as_str().unwrap();
+    // Dates as yyyy/mm/dd, numbers in plain decimal, strings as they are.
+    let date = sample.split("SignupDate=").nth(1).unwrap().split(' ').next().unwrap();
+    assert!(
+        date.len() == 10 && date.as_bytes()[4] == b'/' && date.as_bytes()[7] == b'/',
+        "{sample}"
+    );
+    assert!(
+        sample.contains("LifetimeValue=") && sample.contains("Tier="),
+        "{sample}"
+    );
+}
+
+#[tokio::test]
+async fn hive_partitions_become_columns() {
+    let s = Setup::new().await;
+    let profiles = s.dir.path().join("profiles.parquet");
+    for country in ["RO", "DE"] {
+        let part = s.dir.path().join("lake").join(format!("country={country}"));
+        std::fs::create_dir_all(&part).unwrap();
+        std::fs::copy(&profiles, part.join("part-0.parquet")).unwrap();
+    }
+    let body = GOOD
+        .replace("path = \"profiles.parquet\"", "path = \"lake\"")
+        .replace("lifetime_value > 1000", "lifetime_value > 1000 AND country = 'RO'");
+    let pipeline = s.pipeline("lake", &body);
+    let (code, stdout, stderr) = s
+        .cm(&["plan", pipeline.to_str().unwrap(), "--json", "--progress", "never"])
+        .await;
+    assert_eq!(code, 0, "{stderr}");
+    let plan: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(plan["source_files"], 2);
+    assert_eq!(plan["rows_matched"], 9);
+    assert_eq!(plan["members_unique"], 4);
+}
+
+#[tokio::test]
+async fn a_corrupt_snapshot_is_refused_by_name() {
+    let s = Setup::new().await;
+    std::fs::write(s.dir.path().join("profiles.parquet"), b"PAR1 this is not parquet").unwrap();
+    let pipeline = s.pipeline("valuable", GOOD);
+    let (code, _, stderr) = s.cm(&["run", pipeline.to_str().unwrap(), "--progress", "never"]).await;
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("cannot read the Parquet snapshot at `") && stderr.contains("profiles.parquet"),
+        "{stderr}"
+    );
+    assert_eq!(s.emulator.stats().import_calls, 0);
+}

@@ -5,6 +5,8 @@
 
 mod cli;
 mod emulator_api;
+mod faults;
 mod fixtures_shape;
 mod official_client;
+mod resume;
 mod support;

@@ -45,3 +45,16 @@ pub fn fixture(name: &str) -> serde_json::Value {
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cm-export"))
 }
+
+/// The list's active members, addresses lowercased.
+pub fn active_emails(emulator: &Emulator) -> std::collections::BTreeSet<String> {
+    emulator
+        .with_list(LIST, |l| {
+            l.members
+                .values()
+                .filter(|m| m.state == cm_export::emulator::MemberState::Active)
+                .map(|m| m.email.to_ascii_lowercase())
+                .collect()
+        })
+        .unwrap()
+}

@@ -1,0 +1,120 @@
+//! Micro benchmarks of the hot paths: `cargo bench --bench hot_paths`.
+//!
+//! Throughput is printed per item (addresses, rows, subscribers).
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+use std::sync::Arc;
+
+use cm_export::campaign_monitor::{ConsentToTrack, ImportBatch, ImportField, ImportSubscriber};
+use cm_export::emulator::{IncomingImport, List};
+use cm_export::members::{Dedupe, Extractor, Layout, normalise};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, StringViewArray};
+use divan::counter::ItemsCount;
+use divan::{Bencher, black_box};
+
+fn main() {
+    divan::main();
+}
+
+fn addresses(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| match i % 20 {
+            0 => format!("  Person.{i}@Example.COM "),
+            1 => format!("broken{i}.example.com"),
+            _ => format!("first.last{i}@mail.example.org"),
+        })
+        .collect()
+}
+
+#[divan::bench]
+fn email_normalise_validate(bencher: Bencher) {
+    let emails = addresses(8192);
+    bencher
+        .counter(ItemsCount::new(emails.len()))
+        .bench(|| emails.iter().filter(|e| normalise(Some(black_box(e))).is_ok()).count());
+}
+
+#[divan::bench]
+fn dedupe_100k(bencher: Bencher) {
+    let emails = addresses(100_000);
+    bencher.counter(ItemsCount::new(emails.len())).bench(|| {
+        let mut d = Dedupe::new();
+        emails.iter().filter(|e| d.first_time(e)).count()
+    });
+}
+
+/// The whole members stage on one 8192-row Arrow batch (Utf8View, as Parquet yields it).
+#[divan::bench]
+fn extract_batch_8192(bencher: Bencher) {
+    let emails = addresses(8192);
+    let names: Vec<String> = (0..8192).map(|i| format!("Person {i}")).collect();
+    let cities: Vec<&str> = (0..8192).map(|i| ["Cluj", "Iasi", "Paris"][i % 3]).collect();
+    let batch = RecordBatch::try_from_iter(vec![
+        (
+            "email",
+            Arc::new(StringViewArray::from_iter_values(emails.iter())) as ArrayRef,
+        ),
+        (
+            "name",
+            Arc::new(StringViewArray::from_iter_values(names.iter())) as ArrayRef,
+        ),
+        ("city", Arc::new(StringArray::from(cities)) as ArrayRef),
+    ])
+    .unwrap();
+    let layout = Layout {
+        email: 0,
+        name: Some(1),
+        consent: None,
+        consent_default: ConsentToTrack::Yes,
+        fields: vec![("City".into(), "city".into(), 2)],
+    };
+    bencher.counter(ItemsCount::new(8192usize)).bench(|| {
+        let mut extractor = Extractor::new(layout.clone());
+        let mut members = 0;
+        extractor.extract(&batch, |_| members += 1, |_| {}).unwrap();
+        members
+    });
+}
+
+fn import_batch() -> ImportBatch {
+    let subscribers = (0..1000)
+        .map(|i| ImportSubscriber {
+            email_address: format!("first.last{i}@mail.example.org"),
+            name: Some(format!("First Last {i}")),
+            custom_fields: vec![ImportField {
+                key: "City".into(),
+                value: "Cluj-Napoca".into(),
+            }],
+            consent_to_track: ConsentToTrack::Yes,
+        })
+        .collect();
+    ImportBatch::new(subscribers).unwrap()
+}
+
+#[divan::bench]
+fn encode_import_body_1000(bencher: Bencher) {
+    let batch = import_batch();
+    bencher
+        .counter(ItemsCount::new(1000usize))
+        .bench(|| batch.to_body(false).len());
+}
+
+/// The emulator's work for one 1000-member import into a fresh list: parse the body and
+/// add every member (the export's case: most members are new).
+#[divan::bench]
+fn emulator_import_1000(bencher: Bencher) {
+    let body = import_batch().to_body(false);
+    bencher
+        .counter(ItemsCount::new(1000usize))
+        .with_inputs(|| {
+            let mut list = List::new("l", "bench");
+            list.add_custom_field("City", "Text", vec![], true).unwrap();
+            list
+        })
+        .bench_local_values(|mut list| {
+            let request: IncomingImport = serde_json::from_slice(black_box(&body)).unwrap();
+            black_box(list.import(request, "2026-01-01 00:00:00"));
+            list
+        });
+}

@@ -1,0 +1,90 @@
+//! A run's state folder (`.cm-export/runs/<export>/<run id>/`): what it was started on,
+//! the journal of accepted batches that lets an interrupted run resume, and its report.
+
+mod fingerprint;
+mod journal;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use fingerprint::{Fingerprint, SnapshotFile};
+pub use journal::{Accepted, Journal, JournalError, JournalFailure, Progress};
+
+/// `state.json`: written (write-then-rename) when a run starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunState {
+    pub export: String,
+    pub run_id: String,
+    pub fingerprint: Fingerprint,
+}
+
+pub const STATE_FILE: &str = "state.json";
+pub const JOURNAL_FILE: &str = "journal.jsonl";
+pub const REPORT_FILE: &str = "report.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot write the run state `{}`", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("export `{export}` has no unfinished run to resume in `{}`; run it without --resume", dir.display())]
+    NothingToResume { export: String, dir: PathBuf },
+    #[error("cannot resume run {run_id} of export `{export}`: {why}; start a new run without --resume")]
+    Changed {
+        export: String,
+        run_id: String,
+        why: String,
+    },
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+impl RunState {
+    pub fn write(&self, run_dir: &Path) -> Result<(), StateError> {
+        let path = run_dir.join(STATE_FILE);
+        let err = |source| StateError::Write {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(run_dir).map_err(err)?;
+        let partial = run_dir.join("state.json.partial");
+        std::fs::write(&partial, serde_json::to_vec_pretty(self).unwrap_or_default()).map_err(err)?;
+        std::fs::rename(&partial, &path).map_err(err)
+    }
+}
+
+/// The newest run of `export` under `runs_dir` that did not finish: no report, or a report
+/// whose status is `failed` or `interrupted`.
+pub fn last_unfinished(runs_dir: &Path, export: &str) -> Result<(PathBuf, RunState), StateError> {
+    let nothing = || StateError::NothingToResume {
+        export: export.to_owned(),
+        dir: runs_dir.to_owned(),
+    };
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(runs_dir)
+        .map_err(|_| nothing())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join(STATE_FILE).is_file())
+        .collect();
+    runs.sort();
+    for dir in runs.into_iter().rev() {
+        let finished = std::fs::read(dir.join(REPORT_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["status"].as_str().map(str::to_owned))
+            .is_some_and(|s| s == "succeeded" || s == "succeeded_with_rejects");
+        if finished {
+            return Err(nothing());
+        }
+        if let Some(state) = std::fs::read(dir.join(STATE_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<RunState>(&b).ok())
+        {
+            return Ok((dir, state));
+        }
+    }
+    Err(nothing())
+}

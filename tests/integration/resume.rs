@@ -1,0 +1,115 @@
+//! A run killed with SIGKILL mid-way resumes without re-sending what was accepted, and
+//! ends with exactly the expected list.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{KEY, LIST, active_emails, bin, emulator_with};
+
+const PIPELINE: &str = r#"
+[source]
+path = "profiles"
+[[segment]]
+name = "all"
+sql = "SELECT * FROM profiles"
+[destination]
+connection = "cm"
+list-id = "a58ee1d3039b8bec838e6d1482a8a965"
+[mapping]
+email = "email"
+[options]
+batch-size = 100
+concurrency = 2
+"#;
+
+fn cm(dir: &std::path::Path, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(bin());
+    command
+        .args(args)
+        .env("CM_RESUME_KEY", KEY)
+        .current_dir(dir)
+        .kill_on_drop(true);
+    command
+}
+
+#[tokio::test]
+async fn a_killed_run_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    cm_export::sample::generate(&dir.path().join("profiles"), 12_000, 2, 3).unwrap();
+    let emulator = emulator_with(|c| c.latency = Some((Duration::from_millis(15), Duration::from_millis(25)))).await;
+    std::fs::write(
+        dir.path().join("connections.toml"),
+        format!(
+            "[cm]\ndisplay-name = \"x\"\ndata-privacy-consent = true\napi-key-env = \"CM_RESUME_KEY\"\nexport-user = \"t\"\nbase-url = \"{}\"\n",
+            emulator.base_url()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("all.toml"), PIPELINE).unwrap();
+
+    let (code, _, stderr) = output(cm(dir.path(), &["run", "all.toml", "--resume"])).await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no unfinished run"), "{stderr}");
+
+    let mut child = cm(dir.path(), &["run", "all.toml", "--progress", "never"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Waiting on another process: poll the emulator until some batches have landed.
+    let mut waited = 0;
+    while emulator.stats().import_calls < 20 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += 1;
+        assert!(waited < 3000, "the run did not start sending");
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let before = emulator.stats();
+    let landed = before.lists[LIST].members.get("Active").copied().unwrap_or(0);
+    assert!(landed > 0 && before.import_calls < 110, "{}", before.import_calls);
+
+    // A changed definition is refused.
+    std::fs::write(
+        dir.path().join("all.toml"),
+        PIPELINE.replace("concurrency = 2", "concurrency = 3"),
+    )
+    .unwrap();
+    let (code, _, stderr) = output(cm(dir.path(), &["run", "all.toml", "--resume"])).await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("the pipeline definition changed"), "{stderr}");
+    std::fs::write(dir.path().join("all.toml"), PIPELINE).unwrap();
+
+    let (code, stdout, stderr) = output(cm(
+        dir.path(),
+        &["run", "all.toml", "--resume", "--report", "report.json"],
+    ))
+    .await;
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["resumed"], true);
+    let unique = report["members_unique"].as_u64().unwrap();
+    assert_eq!(report["members_sent"].as_u64().unwrap(), unique, "{report}");
+
+    let after = emulator.stats();
+    let on_list = active_emails(&emulator);
+    assert_eq!(on_list.len() as u64, unique);
+    // Only the batches in flight at the kill (at most `concurrency` of 100) can come again.
+    assert!(
+        after.lists[LIST].imported_existing <= 200,
+        "{}",
+        after.lists[LIST].imported_existing
+    );
+    assert_eq!(after.subscribers_received - after.lists[LIST].imported_existing, unique);
+}
+
+async fn output(mut command: tokio::process::Command) -> (i32, String, String) {
+    let out = command.output().await.unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

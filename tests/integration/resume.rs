@@ -113,3 +113,66 @@ async fn output(mut command: tokio::process::Command) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+#[tokio::test]
+async fn ctrl_c_stops_cleanly_and_the_run_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    cm_export::sample::generate(&dir.path().join("profiles"), 8_000, 2, 4).unwrap();
+    let emulator = emulator_with(|c| c.latency = Some((Duration::from_millis(15), Duration::from_millis(25)))).await;
+    std::fs::write(
+        dir.path().join("connections.toml"),
+        format!(
+            "[cm]\ndisplay-name = \"x\"\ndata-privacy-consent = true\napi-key-env = \"CM_RESUME_KEY\"\nexport-user = \"t\"\nbase-url = \"{}\"\n",
+            emulator.base_url()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("all.toml"), PIPELINE).unwrap();
+    let child = cm(
+        dir.path(),
+        &["run", "all.toml", "--progress", "never", "--report", "first.json"],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut waited = 0;
+    while emulator.stats().import_calls < 10 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += 1;
+        assert!(waited < 3000, "the run did not start sending");
+    }
+    let pid = child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let first: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("first.json")).unwrap()).unwrap();
+    assert_eq!(first["status"], "interrupted");
+    let sent_first = first["members_sent"].as_u64().unwrap();
+    assert!(
+        sent_first > 0 && sent_first < first["members_unique"].as_u64().unwrap_or(u64::MAX),
+        "{first}"
+    );
+    // Every batch in flight at the signal finished: what the list holds is what the report says.
+    assert_eq!(active_emails(&emulator).len() as u64, sent_first);
+
+    let (code, stdout, stderr) = output(cm(
+        dir.path(),
+        &["run", "all.toml", "--resume", "--report", "second.json"],
+    ))
+    .await;
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    let second: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("second.json")).unwrap()).unwrap();
+    assert_eq!(second["run_id"], first["run_id"]);
+    assert_eq!(second["members_sent"], second["members_unique"]);
+    assert_eq!(
+        active_emails(&emulator).len() as u64,
+        second["members_unique"].as_u64().unwrap()
+    );
+    assert_eq!(emulator.stats().lists[LIST].imported_existing, 0);
+}

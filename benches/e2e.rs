@@ -20,8 +20,13 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cm-export");
 const LIST: &str = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0";
-/// About 11% of rows: ~1,000,000 distinct valid members of 10,000,000 rows.
-const SEGMENT: &str = "SELECT * FROM profiles WHERE lifetime_value > 880";
+/// The segment selects about 1,100,000 rows whatever the snapshot's size, so about
+/// 1,000,000 distinct valid members: `sample-data` draws `lifetime_value` from an
+/// exponential distribution of mean 400, so `P(value > t) = exp(-t / 400)`.
+fn segment(rows: u64) -> String {
+    let threshold = 400.0 * (rows as f64 / 1_100_000.0).ln().max(0.0);
+    format!("SELECT * FROM profiles WHERE lifetime_value > {threshold:.0}")
+}
 
 struct Measured {
     wall: Duration,
@@ -100,6 +105,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000_000);
     let data = snapshot(rows);
+    let segment = segment(rows);
     let work = tempfile::tempdir().unwrap();
 
     let mut emulator = Command::new(BIN)
@@ -136,7 +142,7 @@ fn main() {
     std::fs::write(
         &pipeline,
         format!(
-            "[source]\npath = \"{}\"\n[[segment]]\nname = \"valuable\"\nsql = \"{SEGMENT}\"\n[destination]\nconnection = \"bench\"\nlist-id = \"{LIST}\"\n[mapping]\nemail = \"email\"\nname = \"full_name\"\nconsent-to-track = {{ column = \"consent\" }}\n[options]\nbatch-size = 1000\nconcurrency = 8\nmax-profiles = 2000000\n",
+            "[source]\npath = \"{}\"\n[[segment]]\nname = \"valuable\"\nsql = \"{segment}\"\n[destination]\nconnection = \"bench\"\nlist-id = \"{LIST}\"\n[mapping]\nemail = \"email\"\nname = \"full_name\"\nconsent-to-track = {{ column = \"consent\" }}\n[options]\nbatch-size = 1000\nconcurrency = 8\nmax-profiles = 2000000\n",
             data.display()
         ),
     )
@@ -172,7 +178,7 @@ fn main() {
             m.peak_rss_mib
         );
     };
-    println!("\ncm-export end to end: {rows} rows scanned, segment `{SEGMENT}`");
+    println!("\ncm-export end to end: {rows} rows scanned, segment `{segment}`");
     row("plan", &plan, planned);
     row("run", &run, sent);
     println!("members: planned {planned:.0}, sent {sent:.0}");

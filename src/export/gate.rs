@@ -68,7 +68,13 @@ impl RateGate {
         }) = limit
         {
             room.remaining = Some(remaining.saturating_sub(room.in_flight));
-            room.reset_at = Some(now + *reset);
+            // The header is in whole seconds, rounded up: each answer bounds the window's end
+            // from above, and the earliest bound of the window is the tightest.
+            let bound = now + *reset;
+            room.reset_at = Some(match room.reset_at {
+                Some(known) if known > now => known.min(bound),
+                _ => bound,
+            });
         }
     }
 
@@ -115,6 +121,20 @@ mod tests {
         gate.observe(Some(&limit(1, 3)));
         gate.acquire().await;
         assert_eq!(start.elapsed(), Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_earliest_reset_bound_of_a_window_wins() {
+        let gate = RateGate::default();
+        let start = Instant::now();
+        gate.acquire().await;
+        gate.observe(Some(&limit(5, 1)));
+        tokio::time::advance(Duration::from_millis(600)).await;
+        gate.acquire().await;
+        // Rounded up again: "1 second" from now, but the window ends 400 ms from now.
+        gate.observe(Some(&limit(0, 1)));
+        gate.acquire().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]

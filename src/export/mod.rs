@@ -1,6 +1,7 @@
 //! The run: the stream of stages from the Parquet scan to the list, sending with retries
 //! under the API's rate limit, the report and the rejects file; and `plan` / `validate`.
 
+mod concurrency;
 mod error;
 mod gate;
 mod plan;

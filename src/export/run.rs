@@ -18,6 +18,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 
+use super::concurrency::Concurrency;
 use super::error::{ExportError, chain};
 use super::progress::{Progress, ProgressMode};
 use super::rejects::RejectsWriter;
@@ -416,6 +417,7 @@ async fn execute(
         pipeline.options.resubscribe,
         options.backoff,
     ));
+    let mut limit = Concurrency::new(concurrency);
     let mut in_flight = FuturesUnordered::new();
     let mut open = true;
     let mut stop: Option<Result<Stop, ExportError>> = None;
@@ -424,7 +426,7 @@ async fn execute(
         if !open && in_flight.is_empty() {
             break;
         }
-        let can_take = open && stop.is_none() && in_flight.len() < concurrency;
+        let can_take = open && stop.is_none() && in_flight.len() < limit.current();
         tokio::select! {
             Some(sent) = in_flight.next(), if !in_flight.is_empty() => {
                 let sent: super::send::Sent = sent;
@@ -432,6 +434,7 @@ async fn execute(
                 report.requests += sent.requests;
                 report.retries += sent.retries;
                 report.resent_after_unknown += sent.resent_after_unknown;
+                limit.on_answer(sent.rate_limited > 0, sent.latency);
                 match sent.delivery {
                     Delivery::Accepted { new, existing, failures } => {
                         let entry = Accepted {

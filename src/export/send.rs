@@ -32,6 +32,8 @@ pub struct Sent {
     pub retries: u64,
     pub resent_after_unknown: u64,
     pub rate_limited: u64,
+    /// How long the last request took.
+    pub latency: std::time::Duration,
 }
 
 pub struct Sender {
@@ -72,11 +74,14 @@ impl Sender {
             retries: 0,
             resent_after_unknown: 0,
             rate_limited: 0,
+            latency: std::time::Duration::ZERO,
         };
         let mut maybe_landed = false;
         loop {
             self.gate.acquire().await;
+            let started = tokio::time::Instant::now();
             let outcome = self.client.import_body(&self.list_id, body.clone()).await;
+            sent.latency = started.elapsed();
             self.gate.observe(outcome.as_ref().ok().map(|r| &r.rate_limit));
             sent.requests += 1;
             let class = classify(&outcome);

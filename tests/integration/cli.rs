@@ -445,6 +445,18 @@ async fn connection_refusals() {
     assert_eq!(code, 2);
     assert!(stderr.contains("`CM_EXPORT_TEST_UNSET_VAR` is not set"), "{stderr}");
 
+    std::fs::write(&connections, &original).unwrap();
+    let empty = tokio::process::Command::new(bin())
+        .args(["run", pipeline.to_str().unwrap()])
+        .env(KEY_VAR, "  ")
+        .current_dir(s.dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(empty.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&empty.stderr);
+    assert!(stderr.contains(&format!("`{KEY_VAR}` is empty")), "{stderr}");
+
     let plain = original.replace("http://127.0.0.1", "http://cm.example.com");
     std::fs::write(&connections, plain).unwrap();
     let (code, _, stderr) = s.cm(&["run", pipeline.to_str().unwrap()]).await;

@@ -210,21 +210,18 @@ pub async fn connect(
             source,
         })?;
     let list_id = &pipeline.destination.list_id;
+    let list_error = |source| ExportError::List {
+        list_id: list_id.clone(),
+        connection: connection.name.clone(),
+        source,
+    };
     retry_call(backoff, || client.list_details(list_id))
         .await
-        .map_err(|source| ExportError::List {
-            list_id: list_id.clone(),
-            connection: connection.name.clone(),
-            source,
-        })?;
+        .map_err(list_error)?;
     if !pipeline.mapping.custom_fields.is_empty() {
         let fields = retry_call(backoff, || client.custom_fields(list_id))
             .await
-            .map_err(|source| ExportError::List {
-                list_id: list_id.clone(),
-                connection: connection.name.clone(),
-                source,
-            })?;
+            .map_err(list_error)?;
         let bare = |key: &str| key.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
         for (key, _) in &pipeline.mapping.custom_fields {
             if !fields.iter().any(|f| bare(&f.key) == bare(key)) {
@@ -286,6 +283,15 @@ fn write_reject(rejects: &SharedRejects, reject: Reject) {
     }
 }
 
+/// A row the API refused: into the rejects file and the count by code.
+fn api_reject(rejects: &SharedRejects, codes: &mut BTreeMap<i64, u64>, email: &str, code: i64, message: &str) {
+    *codes.entry(code).or_insert(0) += 1;
+    let mut reject = Reject::new(Some(email), RejectReason::Api);
+    reject.code = Some(code);
+    reject.message = Some(message.to_owned());
+    write_reject(rejects, reject);
+}
+
 fn not_sent(rejects: &SharedRejects, members: &[ImportSubscriber], why: &str) -> u64 {
     for m in members {
         let mut reject = Reject::new(Some(&m.email_address), RejectReason::NotSent);
@@ -342,11 +348,7 @@ async fn execute(
         report.members_existing += batch.existing;
         report.members_sent += batch.new + batch.existing;
         for failure in &batch.failures {
-            *api_codes.entry(failure.code).or_insert(0) += 1;
-            let mut reject = Reject::new(Some(&failure.email), RejectReason::Api);
-            reject.code = Some(failure.code);
-            reject.message = Some(failure.message.clone());
-            write_reject(&rejects, reject);
+            api_reject(&rejects, &mut api_codes, &failure.email, failure.code, &failure.message);
         }
     }
     let already_sent = Arc::new(earlier.sent);
@@ -460,21 +462,12 @@ async fn execute(
                         report.members_sent += new + existing;
                         counters.sent.fetch_add(new + existing, Ordering::Relaxed);
                         for failure in failures {
-                            *api_codes.entry(failure.code).or_insert(0) += 1;
-                            let mut reject = Reject::new(Some(&failure.email_address), RejectReason::Api);
-                            reject.code = Some(failure.code);
-                            reject.message = Some(failure.message);
-                            write_reject(&rejects, reject);
+                            api_reject(&rejects, &mut api_codes, &failure.email_address, failure.code, &failure.message);
                         }
                     }
                     Delivery::Failed(failure) => {
-                        let n = sent.batch.len() as u64;
-                        *api_codes.entry(failure.code).or_insert(0) += n;
                         for m in sent.batch.subscribers() {
-                            let mut reject = Reject::new(Some(&m.email_address), RejectReason::Api);
-                            reject.code = Some(failure.code);
-                            reject.message = Some(failure.message.clone());
-                            write_reject(&rejects, reject);
+                            api_reject(&rejects, &mut api_codes, &m.email_address, failure.code, &failure.message);
                         }
                         if stop.is_none() {
                             stop = Some(Err(ExportError::Import {

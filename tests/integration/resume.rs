@@ -23,6 +23,34 @@ batch-size = 100
 concurrency = 2
 "#;
 
+/// Sample data, a slow emulator and the definitions, in a fresh folder.
+async fn setup(rows: u64, seed: u64) -> (tempfile::TempDir, cm_export::emulator::Emulator) {
+    let dir = tempfile::tempdir().unwrap();
+    cm_export::sample::generate(&dir.path().join("profiles"), rows, 2, seed).unwrap();
+    let emulator = emulator_with(|c| c.latency = Some((Duration::from_millis(15), Duration::from_millis(25)))).await;
+    std::fs::write(
+        dir.path().join("connections.toml"),
+        format!(
+            "[cm]\ndisplay-name = \"x\"\ndata-privacy-consent = true\napi-key-env = \"CM_RESUME_KEY\"\nexport-user = \"t\"\nbase-url = \"{}\"\n",
+            emulator.base_url()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("all.toml"), PIPELINE).unwrap();
+    (dir, emulator)
+}
+
+/// Waiting on another process: polls the emulator until `calls` imports have landed.
+async fn wait_for_imports(emulator: &cm_export::emulator::Emulator, calls: u64) {
+    for _ in 0..3000 {
+        if emulator.stats().import_calls >= calls {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the run did not start sending");
+}
+
 fn cm(dir: &std::path::Path, args: &[&str]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(bin());
     command
@@ -35,19 +63,7 @@ fn cm(dir: &std::path::Path, args: &[&str]) -> tokio::process::Command {
 
 #[tokio::test]
 async fn a_killed_run_resumes_where_it_stopped() {
-    let dir = tempfile::tempdir().unwrap();
-    cm_export::sample::generate(&dir.path().join("profiles"), 12_000, 2, 3).unwrap();
-    let emulator = emulator_with(|c| c.latency = Some((Duration::from_millis(15), Duration::from_millis(25)))).await;
-    std::fs::write(
-        dir.path().join("connections.toml"),
-        format!(
-            "[cm]\ndisplay-name = \"x\"\ndata-privacy-consent = true\napi-key-env = \"CM_RESUME_KEY\"\nexport-user = \"t\"\nbase-url = \"{}\"\n",
-            emulator.base_url()
-        ),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("all.toml"), PIPELINE).unwrap();
-
+    let (dir, emulator) = setup(12_000, 3).await;
     let (code, _, stderr) = output(cm(dir.path(), &["run", "all.toml", "--resume"])).await;
     assert_eq!(code, 2);
     assert!(stderr.contains("no unfinished run"), "{stderr}");
@@ -58,12 +74,7 @@ async fn a_killed_run_resumes_where_it_stopped() {
         .spawn()
         .unwrap();
     // Waiting on another process: poll the emulator until some batches have landed.
-    let mut waited = 0;
-    while emulator.stats().import_calls < 20 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        waited += 1;
-        assert!(waited < 3000, "the run did not start sending");
-    }
+    wait_for_imports(&emulator, 20).await;
     child.start_kill().unwrap();
     child.wait().await.unwrap();
     let before = emulator.stats();
@@ -116,18 +127,7 @@ async fn output(mut command: tokio::process::Command) -> (i32, String, String) {
 
 #[tokio::test]
 async fn ctrl_c_stops_cleanly_and_the_run_resumes() {
-    let dir = tempfile::tempdir().unwrap();
-    cm_export::sample::generate(&dir.path().join("profiles"), 8_000, 2, 4).unwrap();
-    let emulator = emulator_with(|c| c.latency = Some((Duration::from_millis(15), Duration::from_millis(25)))).await;
-    std::fs::write(
-        dir.path().join("connections.toml"),
-        format!(
-            "[cm]\ndisplay-name = \"x\"\ndata-privacy-consent = true\napi-key-env = \"CM_RESUME_KEY\"\nexport-user = \"t\"\nbase-url = \"{}\"\n",
-            emulator.base_url()
-        ),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("all.toml"), PIPELINE).unwrap();
+    let (dir, emulator) = setup(8_000, 4).await;
     let child = cm(
         dir.path(),
         &["run", "all.toml", "--progress", "never", "--report", "first.json"],
@@ -136,12 +136,7 @@ async fn ctrl_c_stops_cleanly_and_the_run_resumes() {
     .stderr(std::process::Stdio::piped())
     .spawn()
     .unwrap();
-    let mut waited = 0;
-    while emulator.stats().import_calls < 10 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        waited += 1;
-        assert!(waited < 3000, "the run did not start sending");
-    }
+    wait_for_imports(&emulator, 10).await;
     let pid = child.id().unwrap().to_string();
     let status = std::process::Command::new("kill")
         .args(["-INT", &pid])

@@ -55,16 +55,6 @@ pub enum ApiError {
     Http(#[source] reqwest::Error),
 }
 
-impl ApiError {
-    /// The API's error code, when it gave one.
-    pub fn code(&self) -> Option<i64> {
-        match self {
-            ApiError::Api(f) => Some(f.code),
-            _ => None,
-        }
-    }
-}
-
 enum Auth {
     Basic(HeaderValue),
     Bearer {
@@ -164,10 +154,6 @@ impl Client {
             },
         };
         Ok(Self { http, base, auth })
-    }
-
-    pub fn base_url(&self) -> &BaseUrl {
-        &self.base
     }
 
     async fn authorization(&self) -> HeaderValue {

@@ -41,16 +41,6 @@ pub enum Credentials {
     },
 }
 
-impl Credentials {
-    /// What kind of credential this is, for listings and reports.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Credentials::ApiKey(_) => "api-key",
-            Credentials::OAuth { .. } => "oauth",
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,17 +60,6 @@ pub enum CredentialSource {
     },
 }
 
-impl CredentialSource {
-    /// For listings: the kind and where it comes from, never the value.
-    pub fn describe(&self) -> String {
-        match self {
-            Self::ApiKeyEnv(var) => format!("api key from ${var}"),
-            Self::ApiKeyFile(file) => format!("api key from file {}", file.display()),
-            Self::OAuth { access_token_env, .. } => format!("oauth token from ${access_token_env}"),
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Connection {
     pub name: String,

@@ -45,9 +45,4 @@ impl Stats {
             .entry(status)
             .or_insert(0) += 1;
     }
-
-    /// Requests to an endpoint, whatever their status.
-    pub fn requests_to(&self, endpoint: &str) -> u64 {
-        self.requests.get(endpoint).map(|s| s.values().sum()).unwrap_or(0)
-    }
 }

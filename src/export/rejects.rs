@@ -69,10 +69,6 @@ impl RejectsWriter {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub fn push(&mut self, reject: Reject) -> Result<(), RejectsError> {
         self.pending.push(reject);
         if self.pending.len() >= FLUSH_ROWS {

@@ -61,11 +61,6 @@ fn valid_domain(domain: &str) -> bool {
     labels >= 2
 }
 
-/// The dedupe key: the address lowercased (ASCII, as validation guarantees).
-pub fn dedupe_key(email: &str) -> String {
-    email.to_ascii_lowercase()
-}
-
 /// `jane@example.com` -> `j***@example.com`, for log lines.
 pub fn mask(email: &str) -> String {
     match email.split_once('@') {
@@ -136,7 +131,6 @@ mod tests {
 
     #[test]
     fn keys_and_masks() {
-        assert_eq!(dedupe_key("Jane@Example.COM"), "jane@example.com");
         assert_eq!(mask("jane@example.com"), "j***@example.com");
         assert_eq!(mask("nonsense"), "***");
     }

@@ -7,6 +7,6 @@ mod extract;
 mod reject;
 
 pub use dedupe::Dedupe;
-pub use email::{EmailProblem, dedupe_key, mask, normalise};
+pub use email::{EmailProblem, mask, normalise};
 pub use extract::{Extractor, Layout, MAX_FIELD_CHARS, RowCounts, is_string_type};
 pub use reject::{Reject, RejectReason};

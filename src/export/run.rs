@@ -29,7 +29,7 @@ use crate::campaign_monitor::{Client, ClientOptions, Credentials, ImportBatch, I
 use crate::config::{Connection, Pipeline};
 use crate::members::{Extractor, Reject, RejectReason, RowCounts};
 use crate::segment::{self, Prepared};
-use crate::state::{self, Accepted, Fingerprint, Journal, JournalFailure, RunState, StateError};
+use crate::state::{self, Fingerprint, Journal, RunState, StateError};
 
 /// How to run, beyond what the pipeline says.
 #[derive(Debug, Clone)]
@@ -348,7 +348,13 @@ async fn execute(
         report.members_existing += batch.existing;
         report.members_sent += batch.new + batch.existing;
         for failure in &batch.failures {
-            api_reject(&rejects, &mut api_codes, &failure.email, failure.code, &failure.message);
+            api_reject(
+                &rejects,
+                &mut api_codes,
+                &failure.email_address,
+                failure.code,
+                &failure.message,
+            );
         }
     }
     let already_sent = Arc::new(earlier.sent);
@@ -439,20 +445,8 @@ async fn execute(
                 limit.on_answer(sent.rate_limited > 0, sent.latency);
                 match sent.delivery {
                     Delivery::Accepted { new, existing, failures } => {
-                        let entry = Accepted {
-                            new,
-                            existing,
-                            emails: sent.batch.subscribers().iter().map(|m| m.email_address.clone()).collect(),
-                            failures: failures
-                                .iter()
-                                .map(|f| JournalFailure {
-                                    email: f.email_address.clone(),
-                                    code: f.code,
-                                    message: f.message.clone(),
-                                })
-                                .collect(),
-                        };
-                        if let Err(error) = journal.append(&entry)
+                        let emails = sent.batch.subscribers().iter().map(|m| m.email_address.as_str());
+                        if let Err(error) = journal.append(new, existing, emails, &failures)
                             && stop.is_none()
                         {
                             stop = Some(Err(StateError::from(error).into()));

@@ -12,21 +12,26 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JournalFailure {
-    pub email: String,
-    pub code: i64,
-    pub message: String,
-}
+use crate::campaign_monitor::types::ImportFailure;
 
-/// One accepted batch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One accepted batch, as read back.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Accepted {
     pub new: u64,
     pub existing: u64,
     /// Every address of the batch, failed ones included: none is sent again.
     pub emails: Vec<String>,
-    pub failures: Vec<JournalFailure>,
+    /// The rows the API refused, as it listed them.
+    pub failures: Vec<ImportFailure>,
+}
+
+/// The same line, written from borrowed data: no address is copied to journal a batch.
+#[derive(Serialize)]
+struct AcceptedRef<'a> {
+    new: u64,
+    existing: u64,
+    emails: Vec<&'a str>,
+    failures: &'a [ImportFailure],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,8 +81,20 @@ impl Journal {
         })
     }
 
-    pub fn append(&mut self, accepted: &Accepted) -> Result<(), JournalError> {
-        let mut line = serde_json::to_vec(accepted).unwrap_or_default();
+    pub fn append<'a>(
+        &mut self,
+        new: u64,
+        existing: u64,
+        emails: impl Iterator<Item = &'a str>,
+        failures: &[ImportFailure],
+    ) -> Result<(), JournalError> {
+        let accepted = AcceptedRef {
+            new,
+            existing,
+            emails: emails.collect(),
+            failures,
+        };
+        let mut line = serde_json::to_vec(&accepted).unwrap_or_default();
         line.push(b'\n');
         self.file.write_all(&line).map_err(|source| JournalError {
             action: "write",
@@ -127,28 +144,27 @@ impl Journal {
 mod tests {
     use super::*;
 
-    fn batch(emails: &[&str]) -> Accepted {
-        Accepted {
-            new: emails.len() as u64,
-            existing: 0,
-            emails: emails.iter().map(|e| (*e).to_owned()).collect(),
-            failures: vec![],
-        }
-    }
-
     #[test]
     fn a_torn_last_line_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.jsonl");
         let mut journal = Journal::open(&path).unwrap();
-        journal.append(&batch(&["A@x.com", "b@x.com"])).unwrap();
-        journal.append(&batch(&["c@x.com"])).unwrap();
+        let failure = ImportFailure {
+            email_address: "b@x.com".into(),
+            code: 206,
+            message: "unsubscribed".into(),
+        };
+        journal
+            .append(1, 0, ["A@x.com", "b@x.com"].into_iter(), &[failure])
+            .unwrap();
+        journal.append(1, 0, ["c@x.com"].into_iter(), &[]).unwrap();
         drop(journal);
         // A kill in the middle of the third write.
         let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(br#"{"new":1,"existing":0,"emails":["d@x"#).unwrap();
         let progress = Journal::read(&path).unwrap();
         assert_eq!(progress.batches.len(), 2);
+        assert_eq!(progress.batches[0].failures[0].code, 206);
         assert!(progress.sent.contains("a@x.com") && progress.sent.contains("c@x.com"));
         assert!(!progress.sent.contains("d@x.com"));
         assert!(Journal::read(&dir.path().join("none")).unwrap().batches.is_empty());

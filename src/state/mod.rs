@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::export::RunStatus;
+
 pub use fingerprint::{Fingerprint, SnapshotFile};
-pub use journal::{Accepted, Journal, JournalError, JournalFailure, Progress};
+pub use journal::{Accepted, Journal, JournalError, Progress};
 
 /// `state.json`: written (write-then-rename) when a run starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +59,12 @@ impl RunState {
     }
 }
 
+/// The one field of a report that says whether its run is over.
+#[derive(Deserialize)]
+struct Finished {
+    status: RunStatus,
+}
+
 /// The newest run of `export` under `runs_dir` that did not finish: no report, or a report
 /// whose status is `failed` or `interrupted`.
 pub fn last_unfinished(runs_dir: &Path, export: &str) -> Result<(PathBuf, RunState), StateError> {
@@ -73,9 +81,8 @@ pub fn last_unfinished(runs_dir: &Path, export: &str) -> Result<(PathBuf, RunSta
     for dir in runs.into_iter().rev() {
         let finished = std::fs::read(dir.join(REPORT_FILE))
             .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| v["status"].as_str().map(str::to_owned))
-            .is_some_and(|s| s == "succeeded" || s == "succeeded_with_rejects");
+            .and_then(|b| serde_json::from_slice::<Finished>(&b).ok())
+            .is_some_and(|r| matches!(r.status, RunStatus::Succeeded | RunStatus::SucceededWithRejects));
         if finished {
             return Err(nothing());
         }

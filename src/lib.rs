@@ -22,6 +22,7 @@
 //! The command line lives with the binary (`src/main.rs`, `src/cli/`): it parses, loads,
 //! calls these modules and maps outcomes to exit codes.
 
+pub mod alert;
 pub mod campaign_monitor;
 pub mod config;
 pub mod emulator;

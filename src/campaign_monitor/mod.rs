@@ -8,6 +8,7 @@ mod credentials;
 mod import;
 pub mod types;
 
+pub(crate) use base_url::is_loopback;
 pub use base_url::{BaseUrl, BaseUrlError, DEFAULT_BASE_URL};
 pub use classify::{ApiFailure, Class, RateLimit, Response, TransportError, TransportErrorKind, classify};
 pub use client::{ApiError, Client, ClientOptions};

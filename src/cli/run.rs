@@ -5,7 +5,7 @@ use clap::Args;
 use cm_export::campaign_monitor::{BaseUrl, Credentials, Secret};
 use cm_export::config::{Connection, Connections, Pipeline};
 use cm_export::emulator::{Emulator, EmulatorConfig};
-use cm_export::export::{self, ProgressMode, RunOptions};
+use cm_export::export::{self, ProgressMode, RunOptions, StopReason};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -78,7 +78,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         resume: args.resume,
         ..RunOptions::default()
     };
-    let report = export::run(&pipeline, &connection, &credentials, &options, super::shutdown_signal()).await?;
+    let signal = super::shutdown_signal();
+    let stop = async {
+        signal.await;
+        StopReason::Interrupt
+    };
+    let report = export::run(&pipeline, &connection, &credentials, &options, stop).await?;
     println!("{}", report.summary());
     if let Some(emulator) = emulator {
         let active = emulator

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::error::ConfigError;
+use crate::alert::WebhookUrl;
 use crate::campaign_monitor::{BaseUrl, Credentials, DEFAULT_BASE_URL, Secret};
 
 /// The environment variable that names the connections file.
@@ -31,6 +32,8 @@ struct ConnectionWire {
     export_user: String,
     /// Default `https://api.createsend.com/api/v3.3`.
     base_url: Option<String>,
+    /// Where failed or cancelled runs on this connection post their summary.
+    alert_webhook: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,6 +73,7 @@ pub struct Connection {
     pub credentials: CredentialSource,
     pub export_user: String,
     pub base_url: BaseUrl,
+    pub alert_webhook: Option<WebhookUrl>,
 }
 
 impl Connection {
@@ -184,6 +188,10 @@ impl Connections {
                     "is empty; name the person exports run as".into(),
                 ));
             }
+            let alert_webhook = c
+                .alert_webhook
+                .map(|text| WebhookUrl::parse(&text).map_err(|why| invalid("alert-webhook", why)))
+                .transpose()?;
             connections.insert(
                 name.clone(),
                 Connection {
@@ -195,6 +203,7 @@ impl Connections {
                     credentials,
                     export_user: c.export_user,
                     base_url,
+                    alert_webhook,
                 },
             );
         }

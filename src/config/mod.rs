@@ -4,7 +4,9 @@
 mod connection;
 mod error;
 mod pipeline;
+mod schedule;
 
 pub use connection::{CONNECTIONS_ENV, Connection, Connections, CredentialSource, UsableBy};
 pub use error::ConfigError;
 pub use pipeline::{Consent, Destination, Mapping, Options, Pipeline, Segment, Source};
+pub use schedule::Schedule;

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::error::ConfigError;
+use super::schedule::{Schedule, ScheduleWire};
+use crate::alert::WebhookUrl;
 use crate::campaign_monitor::{ConsentToTrack, MAX_IMPORT_BATCH};
 
 /// The whole file, as written.
@@ -24,6 +26,10 @@ struct PipelineWire {
     mapping: MappingWire,
     #[serde(default)]
     options: OptionsWire,
+    /// When `cm-export schedule` runs it.
+    schedule: Option<ScheduleWire>,
+    /// Where a failed or cancelled run posts its summary (else the connection's).
+    alert_webhook: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,6 +115,8 @@ pub struct Pipeline {
     pub destination: Destination,
     pub mapping: Mapping,
     pub options: Options,
+    pub schedule: Option<Schedule>,
+    pub alert_webhook: Option<WebhookUrl>,
 }
 
 #[derive(Debug, Clone)]
@@ -362,6 +370,12 @@ impl Pipeline {
             }
         };
 
+        let schedule = wire.schedule.map(|s| Schedule::check(path, s)).transpose()?;
+        let alert_webhook = wire
+            .alert_webhook
+            .map(|text| WebhookUrl::parse(&text).map_err(|why| invalid("alert-webhook", why)))
+            .transpose()?;
+
         Ok(Pipeline {
             name,
             file: path.to_owned(),
@@ -388,6 +402,8 @@ impl Pipeline {
                 max_profiles,
                 resubscribe: options.resubscribe.unwrap_or(false),
             },
+            schedule,
+            alert_webhook,
         })
     }
 
@@ -472,6 +488,29 @@ batch-size = 500
         assert_eq!(p.options.concurrency.get(), DEFAULT_CONCURRENCY);
         assert_eq!(p.options.max_profiles, 1_000_000);
         assert!(!p.options.resubscribe);
+        assert!(p.schedule.is_none() && p.alert_webhook.is_none());
+    }
+
+    #[test]
+    fn schedule_and_alert_webhook() {
+        let text = format!(
+            "alert-webhook = \"https://hooks.example.com/T/B/secret\"\n{GOOD}\n[schedule]\ncron = \"0 3 * * *\"\ntimezone = \"Europe/Bucharest\"\nenabled = false\n"
+        );
+        let p = parse(&text).unwrap();
+        let schedule = p.schedule.unwrap();
+        assert_eq!(schedule.expression, "0 3 * * *");
+        assert_eq!(schedule.timezone, chrono_tz::Europe::Bucharest);
+        assert!(!schedule.enabled);
+        assert_eq!(p.alert_webhook.unwrap().to_string(), "https://hooks.example.com/…");
+        let message = error(&format!("{GOOD}\n[schedule]\ncron = \"0 3 * *\"\n"));
+        assert!(
+            message.contains("pipelines/vip.toml") && message.contains("schedule.cron"),
+            "{message}"
+        );
+        let message = error(&format!("{GOOD}\n[schedule]\ncron = \"0 3 * * *\"\nenable = true\n"));
+        assert!(message.contains("enable"), "{message}");
+        let message = error(&format!("alert-webhook = \"http://hooks.example.com/x\"\n{GOOD}"));
+        assert!(message.contains("`alert-webhook` uses plain http"), "{message}");
     }
 
     #[test]

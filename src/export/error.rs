@@ -43,6 +43,8 @@ pub enum ExportError {
     Rejects(#[from] super::rejects::RejectsError),
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    #[error(transparent)]
+    Lock(#[from] crate::state::LockError),
     #[error("cannot start the HTTP client")]
     Client(#[source] ApiError),
     #[error("cannot write the report `{}`", path.display())]

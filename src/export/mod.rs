@@ -16,6 +16,6 @@ pub use error::{ExportError, chain};
 pub use plan::{Plan, plan, validate};
 pub use progress::ProgressMode;
 pub use rejects::{RejectsError, RejectsWriter};
-pub use report::{Rejected, Report, RunStatus};
+pub use report::{Rejected, Report, RunStatus, Trigger};
 pub use retry::Backoff;
-pub use run::{RunOptions, check_cap, connect, new_run_id, run};
+pub use run::{RunOptions, StopReason, check_cap, connect, new_run_id, run, state_dir};

@@ -13,16 +13,58 @@ pub enum RunStatus {
     Succeeded,
     SucceededWithRejects,
     Failed,
+    /// Stopped by a signal; `--resume` continues it.
     Interrupted,
+    /// Stopped because its definition, schedule or connection was removed or disabled.
+    Cancelled,
+    /// Never started: another run of the export was going.
+    Skipped,
 }
 
 impl RunStatus {
-    /// 0 succeeded, 1 succeeded with rejected rows, 2 failed or interrupted.
+    /// 0 succeeded, 1 succeeded with rejected rows, 2 anything else.
     pub fn exit_code(self) -> u8 {
         match self {
             RunStatus::Succeeded => 0,
             RunStatus::SucceededWithRejects => 1,
-            RunStatus::Failed | RunStatus::Interrupted => 2,
+            RunStatus::Failed | RunStatus::Interrupted | RunStatus::Cancelled | RunStatus::Skipped => 2,
+        }
+    }
+
+    /// For people: `succeeded with rejected rows`, `FAILED`, ...
+    pub fn describe(self) -> &'static str {
+        match self {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::SucceededWithRejects => "succeeded with rejected rows",
+            RunStatus::Failed => "FAILED",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Skipped => "skipped",
+        }
+    }
+
+    /// Whether the run's owner should hear about it at once.
+    pub fn alerts(self) -> bool {
+        matches!(self, RunStatus::Failed | RunStatus::Cancelled)
+    }
+}
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// `cm-export run`.
+    #[default]
+    Manual,
+    /// `cm-export schedule`, at a time of the export's cron expression.
+    Schedule,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::Schedule => "schedule",
         }
     }
 }
@@ -44,6 +86,8 @@ pub struct Report {
     pub export: String,
     pub run_id: String,
     pub status: RunStatus,
+    #[serde(default)]
+    pub trigger: Trigger,
     pub connection: String,
     pub display_name: String,
     pub export_user: String,
@@ -120,12 +164,7 @@ impl Report {
                 "export `{}` run {}: {} in {:.1}s",
                 self.export,
                 self.run_id,
-                match self.status {
-                    RunStatus::Succeeded => "succeeded",
-                    RunStatus::SucceededWithRejects => "succeeded with rejected rows",
-                    RunStatus::Failed => "FAILED",
-                    RunStatus::Interrupted => "interrupted",
-                },
+                self.status.describe(),
                 self.duration_seconds
             ),
             format!(

@@ -22,14 +22,17 @@ use super::concurrency::Concurrency;
 use super::error::{ExportError, chain};
 use super::progress::{Progress, ProgressMode};
 use super::rejects::RejectsWriter;
-use super::report::{Rejected, Report, RunStatus};
+use super::report::{Rejected, Report, RunStatus, Trigger};
 use super::retry::{Backoff, retry_call};
 use super::send::{Delivery, Sender};
+use crate::alert;
 use crate::campaign_monitor::{Client, ClientOptions, Credentials, ImportBatch, ImportSubscriber};
 use crate::config::{Connection, Pipeline};
 use crate::members::{Extractor, Reject, RejectReason, RowCounts};
 use crate::segment::{self, Prepared};
-use crate::state::{self, Fingerprint, Journal, RunState, StateError};
+use crate::state::{
+    self, ExportLock, Fingerprint, History, HistoryEntry, Holder, Journal, LockError, RunState, StateError,
+};
 
 /// How to run, beyond what the pipeline says.
 #[derive(Debug, Clone)]
@@ -44,6 +47,20 @@ pub struct RunOptions {
     pub sandbox: bool,
     /// Continue the last unfinished run of this export instead of starting a new one.
     pub resume: bool,
+    pub trigger: Trigger,
+    /// The id of a new run; default [`new_run_id`].
+    pub run_id: Option<String>,
+    /// Retries of the failure alert.
+    pub alert_backoff: Backoff,
+}
+
+/// Why a run is asked to stop before its next batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// A signal: the run ends `interrupted` and `--resume` continues it.
+    Interrupt,
+    /// Its definition or connection went away or was disabled: the run ends `cancelled`.
+    Cancel(String),
 }
 
 impl Default for RunOptions {
@@ -56,6 +73,14 @@ impl Default for RunOptions {
             client: ClientOptions::default(),
             sandbox: false,
             resume: false,
+            trigger: Trigger::Manual,
+            run_id: None,
+            alert_backoff: Backoff {
+                base: std::time::Duration::from_secs(1),
+                cap: std::time::Duration::from_secs(30),
+                max_retries: 5,
+                max_rate_limit_wait: std::time::Duration::from_secs(30),
+            },
         }
     }
 }
@@ -69,19 +94,24 @@ pub fn new_run_id() -> String {
     )
 }
 
-fn new_report(pipeline: &Pipeline, connection: &Connection, run_id: &str, sandbox: bool) -> Report {
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn new_report(pipeline: &Pipeline, connection: &Connection, run_id: &str, options: &RunOptions) -> Report {
     Report {
         export: pipeline.name.clone(),
         run_id: run_id.to_owned(),
         status: RunStatus::Failed,
+        trigger: options.trigger,
         connection: connection.name.clone(),
         display_name: connection.display_name.clone(),
         export_user: connection.export_user.clone(),
         list_id: pipeline.destination.list_id.clone(),
         segments: pipeline.destination.segments.clone(),
-        sandbox,
+        sandbox: options.sandbox,
         resumed: false,
-        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        started_at: now_rfc3339(),
         finished_at: String::new(),
         duration_seconds: 0.0,
         source_files: 0,
@@ -101,33 +131,73 @@ fn new_report(pipeline: &Pipeline, connection: &Connection, run_id: &str, sandbo
     }
 }
 
-/// Runs the export and writes its report. Failures of the run itself are in the report
-/// (status `failed`, `error`); `Err` only when the report cannot be written.
+/// The state folder a run of `pipeline` uses, absolute so reports point at their files
+/// from wherever they are read.
+pub fn state_dir(pipeline: &Pipeline, options: &RunOptions) -> PathBuf {
+    let dir = options
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| pipeline.dir().join(".cm-export"));
+    std::path::absolute(&dir).unwrap_or(dir)
+}
+
+/// Runs the export under its lock, writes its report, records it in the history and, when
+/// it failed or was cancelled, alerts the webhook. Failures of the run itself are in the
+/// report (status `failed`, `error`). `Err` when the run could not start (another run of the
+/// export holds the lock: recorded as `skipped`) or its report cannot be written.
 pub async fn run(
     pipeline: &Pipeline,
     connection: &Connection,
     credentials: &Credentials,
     options: &RunOptions,
-    shutdown: impl Future<Output = ()>,
+    stop: impl Future<Output = StopReason>,
 ) -> Result<Report, ExportError> {
     let clock = Instant::now();
-    let state_dir = options
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| pipeline.dir().join(".cm-export"));
-    // Absolute, so the report points at its rejects file from wherever it is read.
-    let state_dir = std::path::absolute(&state_dir).unwrap_or(state_dir);
+    let state_dir = state_dir(pipeline, options);
+    let history = History::new(&state_dir);
     let runs_dir = state_dir.join("runs").join(&pipeline.name);
     let (run_dir, resumed) = if options.resume {
         let (dir, state) = state::last_unfinished(&runs_dir, &pipeline.name)?;
         (dir, Some(state))
     } else {
-        (runs_dir.join(new_run_id()), None)
+        (runs_dir.join(options.run_id.clone().unwrap_or_else(new_run_id)), None)
     };
     let run_id = run_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let holder = Holder {
+        run_id: run_id.clone(),
+        trigger: options.trigger.as_str().to_owned(),
+        pid: std::process::id(),
+        started_at: now_rfc3339(),
+    };
+    let _lock = match ExportLock::acquire(&state_dir, &pipeline.name, &holder) {
+        Ok(lock) => lock,
+        Err(error @ LockError::Held { .. }) => {
+            record(
+                &history,
+                HistoryEntry {
+                    export: pipeline.name.clone(),
+                    run_id,
+                    trigger: options.trigger,
+                    status: RunStatus::Skipped,
+                    started_at: holder.started_at.clone(),
+                    finished_at: holder.started_at,
+                    duration_seconds: 0.0,
+                    rows_matched: 0,
+                    members_sent: 0,
+                    rejected_rows: 0,
+                    report: None,
+                    message: Some(error.to_string()),
+                },
+            )
+            .await;
+            return Err(error.into());
+        }
+        Err(error) => return Err(error.into()),
+    };
+
     // The state folder always keeps the report (resume reads it); `--report` gets a copy.
     let report_paths: Vec<PathBuf> = std::iter::once(run_dir.join(state::REPORT_FILE))
         .chain(
@@ -144,18 +214,18 @@ pub async fn run(
         )),
         None => run_dir.join("rejects.parquet"),
     };
-    let mut report = new_report(pipeline, connection, &run_id, options.sandbox);
+    let mut report = new_report(pipeline, connection, &run_id, options);
     report.resumed = resumed.is_some();
-    tracing::info!(export = %pipeline.name, run_id = %run_id, list_id = %pipeline.destination.list_id, resumed = report.resumed, "run started");
+    tracing::info!(export = %pipeline.name, run_id = %run_id, list_id = %pipeline.destination.list_id, resumed = report.resumed, trigger = options.trigger.as_str(), "run started");
 
     let files = Files {
         run_dir: &run_dir,
         rejects: &rejects_path,
         resumed: resumed.as_ref(),
     };
-    let outcome = execute(pipeline, connection, credentials, options, files, &mut report, shutdown).await;
+    let outcome = execute(pipeline, connection, credentials, options, files, &mut report, stop).await;
     report.duration_seconds = clock.elapsed().as_secs_f64();
-    report.finished_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    report.finished_at = now_rfc3339();
     report.members_per_second = if report.duration_seconds > 0.0 {
         report.members_sent as f64 / report.duration_seconds
     } else {
@@ -164,7 +234,12 @@ pub async fn run(
     report.status = match outcome {
         Ok(Stop::Finished) if report.rejected_rows() == 0 => RunStatus::Succeeded,
         Ok(Stop::Finished) => RunStatus::SucceededWithRejects,
-        Ok(Stop::Interrupted) => RunStatus::Interrupted,
+        Ok(Stop::Early(StopReason::Interrupt)) => RunStatus::Interrupted,
+        Ok(Stop::Early(StopReason::Cancel(why))) => {
+            tracing::warn!("run cancelled: {why}");
+            report.error = Some(format!("cancelled: {why}"));
+            RunStatus::Cancelled
+        }
         Err(error) => {
             tracing::error!("run failed: {}", chain(&error));
             report.error = Some(chain(&error));
@@ -177,8 +252,31 @@ pub async fn run(
             source,
         })?;
     }
-    tracing::info!(status = ?report.status, report = %report_paths[report_paths.len() - 1].display(), "run finished");
+    let report_path = &report_paths[report_paths.len() - 1];
+    tracing::info!(status = ?report.status, report = %report_path.display(), "run finished");
+    record(&history, HistoryEntry::of(&report, report_path)).await;
+    if report.status.alerts()
+        && let Some(url) = pipeline.alert_webhook.as_ref().or(connection.alert_webhook.as_ref())
+    {
+        let summary = alert::Summary::of(&report, Some(report_path));
+        match alert::notify(url, &summary, &options.alert_backoff).await {
+            Ok(()) => tracing::info!(%url, "alert sent"),
+            Err(error) => tracing::error!("{}", chain(&error)),
+        }
+    }
     Ok(report)
+}
+
+/// A history the run cannot write does not change its outcome (the report is on disk), but
+/// is said loudly.
+async fn record(history: &History, entry: HistoryEntry) {
+    let history = history.clone();
+    let written = tokio::task::spawn_blocking(move || history.record(&entry)).await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!("the run is not in the history: {}", chain(&error)),
+        Err(error) => tracing::error!("the run is not in the history: {error}"),
+    }
 }
 
 /// Where a run keeps its files, and the state it resumes, if any.
@@ -191,7 +289,7 @@ struct Files<'a> {
 
 enum Stop {
     Finished,
-    Interrupted,
+    Early(StopReason),
 }
 
 /// The client, with the credential check and list check done.
@@ -308,14 +406,24 @@ async fn execute(
     options: &RunOptions,
     files: Files<'_>,
     report: &mut Report,
-    shutdown: impl Future<Output = ()>,
+    stop_signal: impl Future<Output = StopReason>,
 ) -> Result<Stop, ExportError> {
+    tokio::pin!(stop_signal);
     // Local checks first (SQL, schema), then the API (credentials, list), then the cap:
-    // anything wrong stops the run before a single member leaves.
-    let prepared = segment::prepare(pipeline).await?;
+    // anything wrong stops the run before a single member leaves. A stop asked for meanwhile
+    // ends the run here: nothing was sent.
+    let checks = async {
+        let prepared = segment::prepare(pipeline).await?;
+        let client = connect(pipeline, connection, credentials, options.client, &options.backoff).await?;
+        let rows_expected = check_cap(&prepared, pipeline.options.max_profiles).await?;
+        Ok::<_, ExportError>((prepared, client, rows_expected))
+    };
+    let (prepared, client, rows_expected) = tokio::select! {
+        checked = checks => checked?,
+        reason = &mut stop_signal => return Ok(Stop::Early(reason)),
+    };
     report.source_files = prepared.snapshot.files.len() as u64;
-    let client = Arc::new(connect(pipeline, connection, credentials, options.client, &options.backoff).await?);
-    let rows_expected = check_cap(&prepared, pipeline.options.max_profiles).await?;
+    let client = Arc::new(client);
 
     // The checkpoint: what an earlier attempt got accepted is not sent again, and counts.
     let fingerprint = Fingerprint::of(pipeline, &prepared.snapshot.files);
@@ -429,7 +537,6 @@ async fn execute(
     let mut in_flight = FuturesUnordered::new();
     let mut open = true;
     let mut stop: Option<Result<Stop, ExportError>> = None;
-    tokio::pin!(shutdown);
     loop {
         if !open && in_flight.is_empty() {
             break;
@@ -472,9 +579,9 @@ async fn execute(
                     }
                 }
             }
-            () = &mut shutdown, if stop.is_none() => {
-                tracing::warn!("interrupted: no new batches; waiting for those in flight");
-                stop = Some(Ok(Stop::Interrupted));
+            reason = &mut stop_signal, if stop.is_none() => {
+                tracing::warn!("stopping ({reason:?}): no new batches; waiting for those in flight");
+                stop = Some(Ok(Stop::Early(reason)));
             }
             next = rx.recv(), if can_take => match next {
                 Some(batch) => {

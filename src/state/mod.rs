@@ -1,8 +1,12 @@
-//! A run's state folder (`.cm-export/runs/<export>/<run id>/`): what it was started on,
-//! the journal of accepted batches that lets an interrupted run resume, and its report.
+//! The state folder (default `.cm-export/` beside the pipelines). Per run
+//! (`runs/<export>/<run id>/`): what it was started on, the journal of accepted batches that
+//! lets an interrupted run resume, and its report. Per export: the lock that keeps runs from
+//! overlapping (`locks/`). For all: the run history (`history.redb`).
 
 mod fingerprint;
+mod history;
 mod journal;
+mod lock;
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::export::RunStatus;
 
 pub use fingerprint::{Fingerprint, SnapshotFile};
+pub use history::{HISTORY_FILE, History, HistoryEntry, HistoryError};
 pub use journal::{Accepted, Journal, JournalError, Progress};
+pub use lock::{ExportLock, Holder, LockError};
 
 /// `state.json`: written (write-then-rename) when a run starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,7 +72,7 @@ struct Finished {
 }
 
 /// The newest run of `export` under `runs_dir` that did not finish: no report, or a report
-/// whose status is `failed` or `interrupted`.
+/// whose status is `failed`, `interrupted` or `cancelled`.
 pub fn last_unfinished(runs_dir: &Path, export: &str) -> Result<(PathBuf, RunState), StateError> {
     let nothing = || StateError::NothingToResume {
         export: export.to_owned(),

@@ -1,0 +1,160 @@
+//! POST the summary, retrying while the receiver is unreachable or busy.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::WebhookUrl;
+use crate::export::{Backoff, Report, RunStatus, Trigger};
+
+/// What the webhook receives: the report's counts and outcome, nothing personal or secret.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    /// `cm-export.run.failed` or `cm-export.run.cancelled`.
+    pub event: String,
+    pub export: String,
+    pub run_id: String,
+    pub status: RunStatus,
+    pub trigger: Trigger,
+    pub connection: String,
+    pub display_name: String,
+    pub list_id: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub duration_seconds: f64,
+    pub rows_matched: u64,
+    pub members_sent: u64,
+    pub rejected_rows: u64,
+    pub not_sent: u64,
+    pub error: Option<String>,
+    /// Where the full report is, on the machine that ran the export.
+    pub report: Option<String>,
+    /// A line for chat tools that show `text`.
+    pub text: String,
+}
+
+impl Summary {
+    pub fn of(report: &Report, report_path: Option<&std::path::Path>) -> Self {
+        let status = serde_json::to_value(report.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        Self {
+            event: format!("cm-export.run.{status}"),
+            export: report.export.clone(),
+            run_id: report.run_id.clone(),
+            status: report.status,
+            trigger: report.trigger,
+            connection: report.connection.clone(),
+            display_name: report.display_name.clone(),
+            list_id: report.list_id.clone(),
+            started_at: report.started_at.clone(),
+            finished_at: report.finished_at.clone(),
+            duration_seconds: report.duration_seconds,
+            rows_matched: report.rows_matched,
+            members_sent: report.members_sent,
+            rejected_rows: report.rejected_rows(),
+            not_sent: report.rejected.not_sent,
+            error: report.error.clone(),
+            report: report_path.map(|p| p.display().to_string()),
+            text: format!(
+                "cm-export: export `{}` run {} {status}: {} of {} matched rows sent{}",
+                report.export,
+                report.run_id,
+                report.members_sent,
+                report.rows_matched,
+                report.error.as_deref().map(|e| format!("; {e}")).unwrap_or_default()
+            ),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AlertError {
+    #[error("the alert webhook {url} refused the alert with HTTP {status}")]
+    Refused { url: WebhookUrl, status: u16 },
+    #[error("the alert webhook {url} could not be reached after {attempts} attempts: {reason}")]
+    Unreachable {
+        url: WebhookUrl,
+        attempts: u32,
+        reason: String,
+    },
+}
+
+/// What to do after one attempt.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    Done,
+    Retry(String),
+    GiveUp(u16),
+}
+
+/// Success is 2xx; a busy (429) or failing (5xx) receiver, or no answer, is worth another try;
+/// any other answer will not change.
+fn classify(outcome: &Result<u16, String>) -> Next {
+    match outcome {
+        Ok(status) if (200..300).contains(status) => Next::Done,
+        Ok(status) if *status == 429 || *status >= 500 => Next::Retry(format!("HTTP {status}")),
+        Ok(status) => Next::GiveUp(*status),
+        Err(reason) => Next::Retry(reason.clone()),
+    }
+}
+
+/// Posts `summary` to `url`: up to `backoff.max_retries` retries.
+pub async fn notify(url: &WebhookUrl, summary: &Summary, backoff: &Backoff) -> Result<(), AlertError> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .user_agent(concat!("cm-export/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| AlertError::Unreachable {
+            url: url.clone(),
+            attempts: 0,
+            reason: e.to_string(),
+        })?;
+    let mut retry = 0;
+    loop {
+        let outcome = client
+            .post(url.as_url().clone())
+            .json(summary)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            // Without the URL: it holds the hook's secret.
+            .map_err(|e| crate::export::chain(&e.without_url()));
+        match classify(&outcome) {
+            Next::Done => return Ok(()),
+            Next::GiveUp(status) => {
+                return Err(AlertError::Refused {
+                    url: url.clone(),
+                    status,
+                });
+            }
+            Next::Retry(reason) if retry >= backoff.max_retries => {
+                return Err(AlertError::Unreachable {
+                    url: url.clone(),
+                    attempts: retry + 1,
+                    reason,
+                });
+            }
+            Next::Retry(reason) => {
+                retry += 1;
+                tracing::debug!(retry, %url, "alert webhook: {reason}; retrying");
+                tokio::time::sleep(backoff.delay(retry, rand::random())).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_only_what_may_change() {
+        assert_eq!(classify(&Ok(204)), Next::Done);
+        assert_eq!(classify(&Ok(503)), Next::Retry("HTTP 503".into()));
+        assert_eq!(classify(&Ok(429)), Next::Retry("HTTP 429".into()));
+        assert_eq!(classify(&Ok(404)), Next::GiveUp(404));
+        assert_eq!(classify(&Err("timed out".into())), Next::Retry("timed out".into()));
+    }
+}

@@ -1,0 +1,60 @@
+//! A checked webhook address. Chat webhooks carry their secret in the path, so only the
+//! scheme and host are ever shown.
+
+use std::fmt;
+
+use url::Url;
+
+use crate::campaign_monitor::is_loopback;
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookUrl(Url);
+
+impl WebhookUrl {
+    /// `https://` anywhere, plain `http://` only to this machine.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let url = Url::parse(text.trim()).map_err(|_| "is not a URL".to_owned())?;
+        match url.scheme() {
+            "https" if url.host().is_some() => Ok(Self(url)),
+            "http" if is_loopback(&url) => Ok(Self(url)),
+            "http" => Err("uses plain http to a host that is not loopback; use https".to_owned()),
+            _ => Err("must be an https:// URL".to_owned()),
+        }
+    }
+
+    pub fn as_url(&self) -> &Url {
+        &self.0
+    }
+}
+
+impl fmt::Display for WebhookUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}/…", self.0.scheme(), self.0.host_str().unwrap_or(""))
+    }
+}
+
+impl fmt::Debug for WebhookUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn https_or_loopback_and_never_shows_the_path() {
+        let url = WebhookUrl::parse("https://hooks.example.com/services/T000/B000/SECRET").unwrap();
+        assert_eq!(url.to_string(), "https://hooks.example.com/…");
+        assert_eq!(format!("{url:?}"), "https://hooks.example.com/…");
+        assert!(WebhookUrl::parse("http://127.0.0.1:9/hook").is_ok());
+        assert!(
+            WebhookUrl::parse("http://hooks.example.com/x")
+                .unwrap_err()
+                .contains("https")
+        );
+        assert!(WebhookUrl::parse("mailto:ops@example.com").is_err());
+        assert!(WebhookUrl::parse("not a url").is_err());
+    }
+}

@@ -15,8 +15,12 @@
 //!   used by `--sandbox`, the tests and the benchmarks.
 //! - [`export`]: the run itself: the stream of stages, sending with retries, the report and
 //!   the rejects file; also `plan` and `validate`.
-//! - [`state`]: a run's state folder: what it started on and the journal of accepted
-//!   batches that lets an interrupted run resume.
+//! - [`state`]: the state folder: per run what it started on and the journal of accepted
+//!   batches that lets an interrupted run resume; per export the lock that keeps runs from
+//!   overlapping; the history of every run (embedded store).
+//! - [`schedule`]: the long-running scheduler: cron times, reloading the folder, cancelling
+//!   runs whose definition or connection went away.
+//! - [`alert`]: failure alerts to a webhook.
 //! - [`sample`]: synthetic unified profiles as Parquet, for the quickstart and benchmarks.
 //!
 //! The command line lives with the binary (`src/main.rs`, `src/cli/`): it parses, loads,
@@ -29,6 +33,7 @@ pub mod emulator;
 pub mod export;
 pub mod members;
 pub mod sample;
+pub mod schedule;
 pub mod segment;
 pub mod source;
 pub mod state;

@@ -4,8 +4,12 @@
 // Printing results is this module's job; the library never prints.
 #![allow(clippy::print_stdout)]
 
+mod connection;
 mod emulator;
+mod history;
 mod run;
+mod schedule;
+mod table;
 
 use std::path::PathBuf;
 
@@ -55,6 +59,13 @@ pub enum Command {
         #[arg(long, default_value_t = 4)]
         files: u32,
     },
+    /// Run each enabled export of a folder on its schedule, following the folder as it changes.
+    Schedule(schedule::ScheduleArgs),
+    /// Past runs, newest first; with EXPORT RUN_ID, that run's report.
+    History(history::HistoryArgs),
+    /// List connections, or test one against the API.
+    #[command(subcommand)]
+    Connection(connection::ConnectionCommand),
     /// Serve the Campaign Monitor emulator.
     Emulator(emulator::EmulatorArgs),
 }
@@ -73,6 +84,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             println!("wrote {rows} profiles in {} files to {}", written.len(), out.display());
             Ok(0)
         }
+        Command::Schedule(args) => schedule::schedule(args).await,
+        Command::History(args) => history::show(args),
+        Command::Connection(command) => connection::dispatch(command).await,
         Command::Emulator(args) => emulator::serve(args).await,
     }
 }

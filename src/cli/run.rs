@@ -66,9 +66,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let (pipeline, mut connection) = load(&args.pipeline, args.connections.as_deref())?;
     let (emulator, credentials) = if args.sandbox {
         let (emulator, credentials) = sandbox(&pipeline, &mut connection).await?;
-        (Some(emulator), credentials)
+        (Some(emulator), Some(credentials))
     } else {
-        (None, connection.resolve_credentials()?)
+        (None, None)
     };
     let options = RunOptions {
         report_path: args.report,
@@ -83,7 +83,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         signal.await;
         StopReason::Interrupt
     };
-    let report = export::run(&pipeline, &connection, &credentials, &options, stop).await?;
+    let report = export::run(&pipeline, &connection, credentials.as_ref(), &options, stop).await?;
     println!("{}", report.summary());
     if let Some(emulator) = emulator {
         let active = emulator

@@ -5,6 +5,8 @@ use crate::segment::SegmentError;
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
     Segment(#[from] SegmentError),
     #[error("the credentials of connection `{connection}` were refused; check the API key or token it names")]
     Credentials {

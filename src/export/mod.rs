@@ -17,5 +17,5 @@ pub use plan::{Plan, plan, validate};
 pub use progress::ProgressMode;
 pub use rejects::{RejectsError, RejectsWriter};
 pub use report::{Rejected, Report, RunStatus, Trigger};
-pub use retry::Backoff;
+pub use retry::{Backoff, retry_call};
 pub use run::{RunOptions, StopReason, check_cap, connect, new_run_id, run, state_dir};

@@ -142,13 +142,14 @@ pub fn state_dir(pipeline: &Pipeline, options: &RunOptions) -> PathBuf {
 }
 
 /// Runs the export under its lock, writes its report, records it in the history and, when
-/// it failed or was cancelled, alerts the webhook. Failures of the run itself are in the
+/// it failed or was cancelled, alerts the webhook. `credentials` default to the connection's
+/// own, read where `connections.toml` says they are. Failures of the run itself are in the
 /// report (status `failed`, `error`). `Err` when the run could not start (another run of the
 /// export holds the lock: recorded as `skipped`) or its report cannot be written.
 pub async fn run(
     pipeline: &Pipeline,
     connection: &Connection,
-    credentials: &Credentials,
+    credentials: Option<&Credentials>,
     options: &RunOptions,
     stop: impl Future<Output = StopReason>,
 ) -> Result<Report, ExportError> {
@@ -175,24 +176,14 @@ pub async fn run(
     let _lock = match ExportLock::acquire(&state_dir, &pipeline.name, &holder) {
         Ok(lock) => lock,
         Err(error @ LockError::Held { .. }) => {
-            record(
-                &history,
-                HistoryEntry {
-                    export: pipeline.name.clone(),
-                    run_id,
-                    trigger: options.trigger,
-                    status: RunStatus::Skipped,
-                    started_at: holder.started_at.clone(),
-                    finished_at: holder.started_at,
-                    duration_seconds: 0.0,
-                    rows_matched: 0,
-                    members_sent: 0,
-                    rejected_rows: 0,
-                    report: None,
-                    message: Some(error.to_string()),
-                },
-            )
-            .await;
+            let entry = HistoryEntry::skipped(
+                &pipeline.name,
+                &run_id,
+                options.trigger,
+                &holder.started_at,
+                error.to_string(),
+            );
+            history.append(entry).await;
             return Err(error.into());
         }
         Err(error) => return Err(error.into()),
@@ -254,7 +245,7 @@ pub async fn run(
     }
     let report_path = &report_paths[report_paths.len() - 1];
     tracing::info!(status = ?report.status, report = %report_path.display(), "run finished");
-    record(&history, HistoryEntry::of(&report, report_path)).await;
+    history.append(HistoryEntry::of(&report, report_path)).await;
     if report.status.alerts()
         && let Some(url) = pipeline.alert_webhook.as_ref().or(connection.alert_webhook.as_ref())
     {
@@ -265,18 +256,6 @@ pub async fn run(
         }
     }
     Ok(report)
-}
-
-/// A history the run cannot write does not change its outcome (the report is on disk), but
-/// is said loudly.
-async fn record(history: &History, entry: HistoryEntry) {
-    let history = history.clone();
-    let written = tokio::task::spawn_blocking(move || history.record(&entry)).await;
-    match written {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::error!("the run is not in the history: {}", chain(&error)),
-        Err(error) => tracing::error!("the run is not in the history: {error}"),
-    }
 }
 
 /// Where a run keeps its files, and the state it resumes, if any.
@@ -402,7 +381,7 @@ fn not_sent(rejects: &SharedRejects, members: &[ImportSubscriber], why: &str) ->
 async fn execute(
     pipeline: &Pipeline,
     connection: &Connection,
-    credentials: &Credentials,
+    credentials: Option<&Credentials>,
     options: &RunOptions,
     files: Files<'_>,
     report: &mut Report,
@@ -413,6 +392,14 @@ async fn execute(
     // anything wrong stops the run before a single member leaves. A stop asked for meanwhile
     // ends the run here: nothing was sent.
     let checks = async {
+        let resolved;
+        let credentials = match credentials {
+            Some(given) => given,
+            None => {
+                resolved = connection.resolve_credentials()?;
+                &resolved
+            }
+        };
         let prepared = segment::prepare(pipeline).await?;
         let client = connect(pipeline, connection, credentials, options.client, &options.backoff).await?;
         let rows_expected = check_cap(&prepared, pipeline.options.max_profiles).await?;

@@ -65,6 +65,24 @@ impl HistoryEntry {
         }
     }
 
+    /// A run that never began because another run of the export was going.
+    pub fn skipped(export: &str, run_id: &str, trigger: Trigger, at: &str, why: String) -> Self {
+        Self {
+            export: export.to_owned(),
+            run_id: run_id.to_owned(),
+            trigger,
+            status: RunStatus::Skipped,
+            started_at: at.to_owned(),
+            finished_at: at.to_owned(),
+            duration_seconds: 0.0,
+            rows_matched: 0,
+            members_sent: 0,
+            rejected_rows: 0,
+            report: None,
+            message: Some(why),
+        }
+    }
+
     fn key(&self) -> String {
         format!("{}|{}|{}", self.started_at, self.export, self.run_id)
     }
@@ -121,6 +139,17 @@ impl History {
             tx.commit()?;
             Ok(())
         })
+    }
+
+    /// Records from async code, off the runtime's threads. A run whose history cannot be
+    /// written keeps its outcome (its report is on disk), and the failure is logged loudly.
+    pub async fn append(&self, entry: HistoryEntry) {
+        let history = self.clone();
+        match tokio::task::spawn_blocking(move || history.record(&entry)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!("the run is not in the history: {}", crate::export::chain(&error)),
+            Err(error) => tracing::error!("the run is not in the history: {error}"),
+        }
     }
 
     /// Newest first; only `export`'s when given; at most `limit`.

@@ -1,0 +1,106 @@
+//! What the pipelines folder says now: each definition and whether it may run on its
+//! schedule. Read again on every reload; a definition is parsed again only when its text
+//! changed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::config::{Connection, Connections, Pipeline};
+
+/// One `*.toml` in the folder, as last read.
+#[derive(Debug, Clone)]
+pub struct Definition {
+    pub file: PathBuf,
+    pub text: String,
+    /// The checked definition, or why it cannot be used.
+    pub parsed: Result<Pipeline, String>,
+}
+
+/// Whether an export runs on its schedule, and if not, why.
+#[derive(Debug, Clone)]
+pub enum Standing {
+    Scheduled(Box<(Pipeline, Connection)>),
+    /// No `[schedule]`: `cm-export run` only.
+    OnDemand,
+    Disabled,
+    /// The definition does not parse or check; the message says where and how to fix it.
+    Broken(String),
+    /// Its connection is missing or has no consent.
+    Unusable(String),
+}
+
+impl Standing {
+    pub fn of(definition: &Definition, connections: &Result<Connections, String>) -> Self {
+        let pipeline = match &definition.parsed {
+            Ok(pipeline) => pipeline,
+            Err(error) => return Standing::Broken(error.clone()),
+        };
+        let Some(schedule) = &pipeline.schedule else {
+            return Standing::OnDemand;
+        };
+        if !schedule.enabled {
+            return Standing::Disabled;
+        }
+        let connection = connections.as_ref().map_err(Clone::clone).and_then(|all| {
+            let connection = all.get(&pipeline.destination.connection).map_err(|e| e.to_string())?;
+            connection.require_consent().map_err(|e| e.to_string())?;
+            Ok(connection.clone())
+        });
+        match connection {
+            Ok(connection) => Standing::Scheduled(Box::new((pipeline.clone(), connection))),
+            Err(why) => Standing::Unusable(why),
+        }
+    }
+}
+
+/// The folder's definitions by export name. `connections.toml` is not one of them.
+pub fn read_definitions(
+    dir: &Path,
+    connections_file: &Path,
+    earlier: &BTreeMap<String, Definition>,
+) -> Result<BTreeMap<String, Definition>, std::io::Error> {
+    let mut definitions = BTreeMap::new();
+    for entry in std::fs::read_dir(dir)? {
+        let file = entry?.path();
+        let is_toml = file.extension().is_some_and(|e| e == "toml") && file.is_file();
+        if !is_toml || same_file(&file, connections_file) {
+            continue;
+        }
+        let Some(name) = file.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
+            continue;
+        };
+        // Gone between the listing and the read: removed.
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let definition = match earlier.get(&name) {
+            Some(known) if known.text == text && known.file == file => known.clone(),
+            _ => Definition {
+                parsed: Pipeline::parse(&file, &text).map_err(|e| crate::export::chain(&e)),
+                file,
+                text,
+            },
+        };
+        definitions.insert(name, definition);
+    }
+    Ok(definitions)
+}
+
+/// The connections file, or why it cannot be used. A folder whose connections file was
+/// deleted has no connections.
+pub fn read_connections(file: &Path) -> Result<Connections, String> {
+    if !file.exists() {
+        return Ok(Connections {
+            file: file.to_owned(),
+            connections: BTreeMap::new(),
+        });
+    }
+    Connections::load(file).map_err(|e| crate::export::chain(&e))
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}

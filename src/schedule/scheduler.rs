@@ -1,0 +1,436 @@
+//! The long-running loop: reload the folder, fire what is due, follow the runs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::catalog::{Definition, Standing, read_connections, read_definitions};
+use super::clock::Clock;
+use crate::config::{Connections, Pipeline, Schedule};
+use crate::export::{self, ExportError, RunOptions, RunStatus, StopReason, Trigger, chain, new_run_id};
+use crate::state::{History, HistoryEntry, LockError};
+
+/// How the scheduler runs, beyond what the definitions say.
+#[derive(Debug, Clone)]
+pub struct ScheduleOptions {
+    /// The folder of pipeline definitions.
+    pub dir: PathBuf,
+    /// Default: `$CM_EXPORT_CONNECTIONS`, then `connections.toml` in the folder or its parent.
+    pub connections: Option<PathBuf>,
+    /// How often the folder is read again for added, changed and removed definitions.
+    pub reload_every: Duration,
+    /// For every run; its state folder defaults to `.cm-export/` in the folder, as for `run`.
+    pub run: RunOptions,
+}
+
+impl ScheduleOptions {
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            connections: None,
+            reload_every: Duration::from_secs(2),
+            run: RunOptions::default(),
+        }
+    }
+}
+
+/// What happened, for whoever watches (the tests; the log says the same).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A definition was read for the first time or again; `next` is when it runs, if it is
+    /// scheduled and usable.
+    Loaded {
+        export: String,
+        next: Option<DateTime<Utc>>,
+    },
+    /// A definition (or its connection) cannot be used; it does not run.
+    Broken {
+        export: String,
+        error: String,
+    },
+    Removed {
+        export: String,
+    },
+    Started {
+        export: String,
+        run_id: String,
+    },
+    /// A time came while the export's run `running` was still going.
+    Skipped {
+        export: String,
+        running: String,
+    },
+    /// A run in progress is asked to stop before its next batch.
+    Cancelling {
+        export: String,
+        run_id: String,
+        reason: String,
+    },
+    Finished {
+        export: String,
+        run_id: String,
+        status: RunStatus,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("cannot read the pipelines folder `{}`", dir.display())]
+    Folder {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+struct Export {
+    standing: Standing,
+    /// What the log last said of it, so a reload that changes nothing says nothing.
+    said: String,
+    next: Option<DateTime<Utc>>,
+}
+
+struct Running {
+    run_id: String,
+    started: DateTime<Utc>,
+    stop: watch::Sender<Option<StopReason>>,
+}
+
+pub struct Scheduler {
+    options: ScheduleOptions,
+    connections_file: PathBuf,
+    history: History,
+    clock: Clock,
+    events: Option<mpsc::UnboundedSender<Event>>,
+    definitions: BTreeMap<String, Definition>,
+    /// The last connections file that could be read, and the error of the newest that could not.
+    connections: Result<Connections, String>,
+    exports: BTreeMap<String, Export>,
+    running: HashMap<String, Running>,
+    tasks: JoinSet<(String, String, RunStatus)>,
+}
+
+impl Scheduler {
+    pub fn new(mut options: ScheduleOptions, clock: Clock) -> Result<Self, ScheduleError> {
+        if !options.dir.is_dir() {
+            return Err(ScheduleError::Folder {
+                dir: options.dir.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a folder"),
+            });
+        }
+        let connections_file = Connections::locate(options.connections.as_deref(), &options.dir)?;
+        let state_dir = options
+            .run
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| options.dir.join(".cm-export"));
+        let state_dir = std::path::absolute(&state_dir).unwrap_or(state_dir);
+        options.run.state_dir = Some(state_dir.clone());
+        options.run.trigger = Trigger::Schedule;
+        options.run.resume = false;
+        options.run.report_path = None;
+        Ok(Self {
+            options,
+            connections_file,
+            history: History::new(&state_dir),
+            clock,
+            events: None,
+            definitions: BTreeMap::new(),
+            connections: Err("not read yet".to_owned()),
+            exports: BTreeMap::new(),
+            running: HashMap::new(),
+            tasks: JoinSet::new(),
+        })
+    }
+
+    /// Sends every [`Event`] to `events` as well as to the log.
+    pub fn with_events(mut self, events: mpsc::UnboundedSender<Event>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// Runs until `shutdown`; then starts nothing new, asks the runs going to stop as an
+    /// interrupted run does (resumable), and waits for them.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ScheduleError> {
+        tokio::pin!(shutdown);
+        tracing::info!(dir = %self.options.dir.display(), connections = %self.connections_file.display(), "scheduler started");
+        loop {
+            let now = self.clock.now();
+            self.reload(now).await?;
+            let due: Vec<String> = self
+                .exports
+                .iter()
+                .filter(|(_, e)| e.next.is_some_and(|at| at <= now))
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in due {
+                self.fire(&name, now).await;
+            }
+            let reload_at =
+                now + chrono::Duration::from_std(self.options.reload_every).unwrap_or(chrono::Duration::MAX);
+            let wake = self
+                .exports
+                .values()
+                .filter_map(|e| e.next)
+                .fold(reload_at, DateTime::min);
+            let clock = self.clock.clone();
+            let done = tokio::select! {
+                () = &mut shutdown => break,
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => Some(done),
+                () = clock.sleep_until(wake) => None,
+            };
+            match done {
+                Some(Ok(done)) => self.finished(done),
+                Some(Err(panic)) => tracing::error!("a run's task ended abnormally: {panic}"),
+                None => {}
+            }
+        }
+        tracing::info!(running = self.running.len(), "scheduler stopping: no new runs");
+        for running in self.running.values() {
+            running.stop.send_replace(Some(StopReason::Interrupt));
+        }
+        while let Some(done) = self.tasks.join_next().await {
+            if let Ok(done) = done {
+                self.finished(done);
+            }
+        }
+        tracing::info!("scheduler stopped");
+        Ok(())
+    }
+
+    fn emit(&self, event: Event) {
+        if let Some(events) = &self.events {
+            let _ = events.send(event);
+        }
+    }
+
+    async fn reload(&mut self, now: DateTime<Utc>) -> Result<(), ScheduleError> {
+        match read_connections(&self.connections_file) {
+            Ok(connections) => self.connections = Ok(connections),
+            // A half-saved connections file must not stop every export: keep the last good one.
+            Err(error) => match &self.connections {
+                Ok(_) => tracing::warn!("{error}; using the connections read before"),
+                Err(_) => self.connections = Err(error),
+            },
+        }
+        let definitions =
+            read_definitions(&self.options.dir, &self.connections_file, &self.definitions).map_err(|source| {
+                ScheduleError::Folder {
+                    dir: self.options.dir.clone(),
+                    source,
+                }
+            })?;
+        let removed: Vec<String> = self
+            .exports
+            .keys()
+            .filter(|name| !definitions.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in removed {
+            self.exports.remove(&name);
+            let file = self.definitions.get(&name).map(|d| d.file.display().to_string());
+            tracing::info!(export = %name, "definition removed: no more runs");
+            self.cancel(
+                &name,
+                format!("its definition `{}` was removed", file.unwrap_or_default()),
+            );
+            self.emit(Event::Removed { export: name });
+        }
+        for (name, definition) in &definitions {
+            let standing = Standing::of(definition, &self.connections);
+            let said = describe(&standing);
+            let previous = self.exports.get(name);
+            let unchanged = previous.is_some_and(|p| p.said == said)
+                && self.definitions.get(name).map(|d| &d.text) == Some(&definition.text);
+            let next = match (&standing, previous) {
+                // A schedule that did not change keeps its next time: a reload must not skip a time that is due.
+                (
+                    Standing::Scheduled(new),
+                    Some(Export {
+                        standing: Standing::Scheduled(old),
+                        next,
+                        ..
+                    }),
+                ) if same_schedule(&old.0, &new.0) => *next,
+                (Standing::Scheduled(new), _) => new.0.schedule.as_ref().and_then(|s| s.next_after(now)),
+                _ => None,
+            };
+            if !unchanged {
+                let stop = match &standing {
+                    Standing::Scheduled(_) | Standing::Broken(_) => None,
+                    Standing::OnDemand => Some("its [schedule] was removed".to_owned()),
+                    Standing::Disabled => Some("its schedule was disabled (`enabled = false`)".to_owned()),
+                    Standing::Unusable(why) => Some(why.clone()),
+                };
+                if let Some(why) = stop {
+                    self.cancel(name, why);
+                }
+                self.announce(name, definition, &standing, next);
+            }
+            self.exports.insert(name.clone(), Export { standing, said, next });
+        }
+        self.definitions = definitions;
+        Ok(())
+    }
+
+    fn announce(&self, name: &str, definition: &Definition, standing: &Standing, next: Option<DateTime<Utc>>) {
+        let file = definition.file.display();
+        match standing {
+            Standing::Scheduled(scheduled) => {
+                let schedule = scheduled.0.schedule.as_ref();
+                let local = next
+                    .zip(schedule)
+                    .map(|(at, s)| at.with_timezone(&s.timezone).to_rfc3339());
+                tracing::info!(
+                    export = %name,
+                    %file,
+                    cron = schedule.map(|s| s.expression.as_str()).unwrap_or_default(),
+                    timezone = %schedule.map(|s| s.timezone.name()).unwrap_or_default(),
+                    "next run at {}",
+                    local.unwrap_or_else(|| "never (the expression matches no future time)".to_owned())
+                );
+            }
+            Standing::OnDemand => {
+                tracing::info!(export = %name, %file, "no [schedule]: runs only with `cm-export run`")
+            }
+            Standing::Disabled => tracing::info!(export = %name, %file, "schedule disabled (`enabled = false`)"),
+            Standing::Broken(error) | Standing::Unusable(error) => {
+                tracing::error!(export = %name, %file, "not scheduled: {error}");
+                self.emit(Event::Broken {
+                    export: name.to_owned(),
+                    error: error.clone(),
+                });
+                return;
+            }
+        }
+        self.emit(Event::Loaded {
+            export: name.to_owned(),
+            next,
+        });
+    }
+
+    /// Asks the export's run in progress, if any, to stop before its next batch.
+    fn cancel(&self, name: &str, reason: String) {
+        if let Some(running) = self.running.get(name) {
+            tracing::warn!(export = %name, run_id = %running.run_id, "cancelling the run in progress: {reason}");
+            running.stop.send_replace(Some(StopReason::Cancel(reason.clone())));
+            self.emit(Event::Cancelling {
+                export: name.to_owned(),
+                run_id: running.run_id.clone(),
+                reason,
+            });
+        }
+    }
+
+    async fn fire(&mut self, name: &str, now: DateTime<Utc>) {
+        let Some(export) = self.exports.get_mut(name) else {
+            return;
+        };
+        let Standing::Scheduled(scheduled) = &export.standing else {
+            export.next = None;
+            return;
+        };
+        let (pipeline, connection) = (**scheduled).clone();
+        export.next = pipeline.schedule.as_ref().and_then(|s| s.next_after(now));
+        if let Some(running) = self.running.get(name) {
+            let why = format!(
+                "the time {} came while run {} (started {}) was still going",
+                now.to_rfc3339(),
+                running.run_id,
+                running.started.to_rfc3339()
+            );
+            tracing::warn!(export = %name, "skipped: {why}");
+            let entry = HistoryEntry::skipped(name, &new_run_id(), Trigger::Schedule, &Utc::now().to_rfc3339(), why);
+            self.history.append(entry).await;
+            self.emit(Event::Skipped {
+                export: name.to_owned(),
+                running: running.run_id.clone(),
+            });
+            return;
+        }
+        let run_id = new_run_id();
+        let options = RunOptions {
+            run_id: Some(run_id.clone()),
+            ..self.options.run.clone()
+        };
+        let (stop, mut stopped) = watch::channel(None::<StopReason>);
+        let stop_signal = async move {
+            let asked = stopped.wait_for(Option::is_some).await.map(|reason| reason.clone());
+            match asked {
+                Ok(reason) => reason.unwrap_or(StopReason::Interrupt),
+                // The scheduler is gone, and with it anyone to ask for a stop.
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let task_name = name.to_owned();
+        let task_run_id = run_id.clone();
+        self.tasks.spawn(async move {
+            let status = match export::run(&pipeline, &connection, None, &options, stop_signal).await {
+                Ok(report) => report.status,
+                // Another process (an on-demand run) holds the export; the history says so.
+                Err(ExportError::Lock(LockError::Held { .. })) => RunStatus::Skipped,
+                Err(error) => {
+                    tracing::error!(export = %task_name, run_id = %task_run_id, "run failed: {}", chain(&error));
+                    RunStatus::Failed
+                }
+            };
+            (task_name, task_run_id, status)
+        });
+        tracing::info!(export = %name, run_id = %run_id, "scheduled run started");
+        self.running.insert(
+            name.to_owned(),
+            Running {
+                run_id: run_id.clone(),
+                started: now,
+                stop,
+            },
+        );
+        self.emit(Event::Started {
+            export: name.to_owned(),
+            run_id,
+        });
+    }
+
+    fn finished(&mut self, (name, run_id, status): (String, String, RunStatus)) {
+        if self.running.get(&name).is_some_and(|r| r.run_id == run_id) {
+            self.running.remove(&name);
+        }
+        tracing::info!(export = %name, run_id = %run_id, "scheduled run ended: {}", status.describe());
+        self.emit(Event::Finished {
+            export: name,
+            run_id,
+            status,
+        });
+    }
+}
+
+fn describe(standing: &Standing) -> String {
+    match standing {
+        Standing::Scheduled(scheduled) => {
+            let (pipeline, connection) = &**scheduled;
+            let schedule = pipeline.schedule.as_ref();
+            format!(
+                "scheduled {:?} {:?} on {}",
+                schedule.map(|s| &s.expression),
+                schedule.map(|s| s.timezone.name()),
+                connection.name
+            )
+        }
+        Standing::OnDemand => "on demand".to_owned(),
+        Standing::Disabled => "disabled".to_owned(),
+        Standing::Broken(error) => format!("broken: {error}"),
+        Standing::Unusable(error) => format!("unusable: {error}"),
+    }
+}
+
+fn same_schedule(a: &Pipeline, b: &Pipeline) -> bool {
+    let key = |s: Option<&Schedule>| s.map(|s| (s.expression.clone(), s.timezone));
+    key(a.schedule.as_ref()) == key(b.schedule.as_ref())
+}

@@ -94,8 +94,9 @@ pub fn new_run_id() -> String {
     )
 }
 
-fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+/// Milliseconds: the history orders runs by start time, and two may start in one second.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 fn new_report(pipeline: &Pipeline, connection: &Connection, run_id: &str, options: &RunOptions) -> Report {

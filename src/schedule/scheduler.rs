@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use super::catalog::{Definition, Standing, read_connections, read_definitions};
 use super::clock::Clock;
 use crate::config::{Connections, Pipeline, Schedule};
-use crate::export::{self, ExportError, RunOptions, RunStatus, StopReason, Trigger, chain, new_run_id};
+use crate::export::{self, ExportError, RunOptions, RunStatus, StopReason, Trigger, chain, new_run_id, now_rfc3339};
 use crate::state::{History, HistoryEntry, LockError};
 
 /// How the scheduler runs, beyond what the definitions say.
@@ -347,7 +347,7 @@ impl Scheduler {
                 running.started.to_rfc3339()
             );
             tracing::warn!(export = %name, "skipped: {why}");
-            let entry = HistoryEntry::skipped(name, &new_run_id(), Trigger::Schedule, &Utc::now().to_rfc3339(), why);
+            let entry = HistoryEntry::skipped(name, &new_run_id(), Trigger::Schedule, &now_rfc3339(), why);
             self.history.append(entry).await;
             self.emit(Event::Skipped {
                 export: name.to_owned(),

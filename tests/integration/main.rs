@@ -9,4 +9,5 @@ mod faults;
 mod fixtures_shape;
 mod official_client;
 mod resume;
+mod schedule;
 mod support;

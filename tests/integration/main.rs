@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod alerts;
 mod cli;
+mod commands;
 mod emulator_api;
 mod faults;
 mod fixtures_shape;

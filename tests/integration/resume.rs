@@ -90,6 +90,11 @@ async fn a_killed_run_resumes_where_it_stopped() {
     let (code, _, stderr) = output(cm(dir.path(), &["run", "all.toml", "--resume"])).await;
     assert_eq!(code, 2);
     assert!(stderr.contains("the pipeline definition changed"), "{stderr}");
+    // The killed run never released its lock; the kernel did, and the next run says so.
+    assert!(
+        stderr.contains("cleared a stale lock: run ") && stderr.contains("ended without releasing it"),
+        "{stderr}"
+    );
     std::fs::write(dir.path().join("all.toml"), PIPELINE).unwrap();
 
     let (code, stdout, stderr) = output(cm(

@@ -1,0 +1,191 @@
+//! `connection list`, `connection test` and `history`, as a person runs them.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::support::{KEY, LIST, bin, emulator};
+
+const KEY_VAR: &str = "CM_COMMANDS_TEST_KEY";
+
+async fn cm(dir: &Path, key: &str, args: &[&str]) -> (i32, String, String) {
+    let output = tokio::process::Command::new(bin())
+        .args(args)
+        .env(KEY_VAR, key)
+        .env_remove("CM_EXPORT_CONNECTIONS")
+        .current_dir(dir)
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `pipelines/connections.toml` with a connection `cm` on `base_url`.
+fn folder(base_url: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("pipelines")).unwrap();
+    std::fs::write(
+        dir.path().join("pipelines/connections.toml"),
+        format!(
+            r#"
+[cm]
+display-name = "Campaign Monitor - Test"
+usable-by = "admins-and-contributors"
+data-privacy-consent = true
+api-key-env = "{KEY_VAR}"
+export-user = "ops@example.com"
+base-url = "{base_url}"
+
+[legacy]
+display-name = "Old account"
+api-key-file = "legacy.key"
+export-user = "ops@example.com"
+alert-webhook = "https://hooks.example.com/T0/B0/SECRET"
+"#
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn connection_test_checks_key_and_list_against_the_api() {
+    let emulator = emulator().await;
+    emulator.with_list_mut(LIST, |l| {
+        for email in ["ada@example.com", "grace@example.com"] {
+            let subscriber =
+                serde_json::from_value(serde_json::json!({ "EmailAddress": email, "ConsentToTrack": "Yes" }));
+            l.add(subscriber.unwrap(), "2026-11-28 10:00:00").unwrap();
+        }
+    });
+    let dir = folder(&emulator.base_url());
+
+    let (code, stdout, stderr) = cm(dir.path(), KEY, &["connection", "test", "cm", "--list", LIST]).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("credentials accepted"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("list {LIST} \"List One\": 2 active subscribers")),
+        "{stdout}"
+    );
+
+    let (code, stdout, stderr) = cm(dir.path(), "wrong-key", &["connection", "test", "cm"]).await;
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("connection `cm`: the credentials were not accepted: Campaign Monitor refused them"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("code 50") && !stderr.contains("wrong-key"), "{stderr}");
+
+    let unknown = "ffffffffffffffffffffffffffffffff";
+    let (code, stdout, stderr) = cm(dir.path(), KEY, &["connection", "test", "cm", "--list", unknown]).await;
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(stdout.contains("credentials accepted"), "{stdout}");
+    assert!(
+        stderr.contains(&format!(
+            "list `{unknown}` cannot be used: Campaign Monitor has no such list"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("code 101"), "{stderr}");
+
+    let (code, _, stderr) = cm(dir.path(), KEY, &["connection", "test", "sales"]).await;
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("connection `sales` is not defined") && stderr.contains("`cm`, `legacy`"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn connection_list_says_where_credentials_are_never_what() {
+    let dir = folder("http://127.0.0.1:9/api/v3.3");
+    let (code, stdout, stderr) = cm(dir.path(), KEY, &["connection", "list"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let line = |name: &str| stdout.lines().find(|l| l.starts_with(name)).unwrap().to_owned();
+    let cm_line = line("cm ");
+    for part in [
+        "Campaign Monitor - Test",
+        "admins and contributors",
+        "given",
+        "API key",
+        &format!("env {KEY_VAR} (set)"),
+    ] {
+        assert!(cm_line.contains(part), "{part}: {cm_line}");
+    }
+    let legacy = line("legacy");
+    for part in [
+        "Old account",
+        "admins ",
+        "NOT GIVEN",
+        "legacy.key (missing)",
+        "https://hooks.example.com/…",
+    ] {
+        assert!(legacy.contains(part), "{part}: {legacy}");
+    }
+    assert!(!stdout.contains(KEY) && !stdout.contains("SECRET"), "{stdout}");
+}
+
+#[tokio::test]
+async fn history_lists_runs_and_shows_one() {
+    let emulator = emulator().await;
+    let dir = folder(&emulator.base_url());
+    cm_export::sample::generate(&dir.path().join("profiles"), 300, 1, 9).unwrap();
+    let definition = |list: &str| {
+        format!(
+            "[source]\npath = \"../profiles\"\n[[segment]]\nname = \"all\"\nsql = \"SELECT * FROM profiles\"\n[destination]\nconnection = \"cm\"\nlist-id = \"{list}\"\n[mapping]\nemail = \"email\"\n"
+        )
+    };
+    std::fs::write(dir.path().join("pipelines/good.toml"), definition(LIST)).unwrap();
+    std::fs::write(
+        dir.path().join("pipelines/bad.toml"),
+        definition("ffffffffffffffffffffffffffffffff"),
+    )
+    .unwrap();
+
+    let (code, _, stderr) = cm(dir.path(), KEY, &["history"]).await;
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("no run history at `pipelines/.cm-export/history.redb`"),
+        "{stderr}"
+    );
+
+    let (first, ..) = cm(dir.path(), KEY, &["run", "pipelines/good.toml"]).await;
+    let (failed, ..) = cm(dir.path(), KEY, &["run", "pipelines/bad.toml"]).await;
+    assert_eq!((first < 2, failed), (true, 2));
+
+    let (code, stdout, _) = cm(dir.path(), KEY, &["history"]).await;
+    assert_eq!(code, 0);
+    let rows: Vec<&str> = stdout.lines().collect();
+    assert!(
+        rows[0].starts_with("STARTED (UTC)") && rows[0].contains("STATUS"),
+        "{stdout}"
+    );
+    assert!(
+        rows[1].contains(" bad ") && rows[1].contains("FAILED"),
+        "newest first: {stdout}"
+    );
+    assert!(rows[2].contains(" good ") && rows[2].contains("manual"), "{stdout}");
+
+    let (code, stdout, _) = cm(dir.path(), KEY, &["history", "good", "--json"]).await;
+    assert_eq!(code, 0);
+    let entries: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(entries.len(), 1);
+    let run_id = entries[0]["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(entries[0]["trigger"], "manual");
+
+    let (code, stdout, _) = cm(dir.path(), KEY, &["history", "good", &run_id]).await;
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains(&format!("export `good` run {run_id}: succeeded")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("rows matched 300"), "{stdout}");
+
+    let (code, _, stderr) = cm(dir.path(), KEY, &["history", "good", "20200101T000000Z-0000"]).await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("has no run `20200101T000000Z-0000`"), "{stderr}");
+}

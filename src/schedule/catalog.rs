@@ -1,6 +1,5 @@
 //! What the pipelines folder says now: each definition and whether it may run on its
-//! schedule. Read again on every reload; a definition is parsed again only when its text
-//! changed.
+//! schedule. Read again on every reload.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +10,9 @@ use crate::config::{Connection, Connections, Pipeline};
 #[derive(Debug, Clone)]
 pub struct Definition {
     pub file: PathBuf,
-    pub text: String,
+    /// The file's text and the SQL of its segments (which may live in `sql-file`s): when
+    /// this is the same as at the last read, nothing about the export changed.
+    pub signature: String,
     /// The checked definition, or why it cannot be used.
     pub parsed: Result<Pipeline, String>,
 }
@@ -53,12 +54,9 @@ impl Standing {
     }
 }
 
-/// The folder's definitions by export name. `connections.toml` is not one of them.
-pub fn read_definitions(
-    dir: &Path,
-    connections_file: &Path,
-    earlier: &BTreeMap<String, Definition>,
-) -> Result<BTreeMap<String, Definition>, std::io::Error> {
+/// The folder's definitions by export name. `connections.toml` is not one of them. Each is
+/// parsed on every read: a few small files, and an edited `sql-file` must be seen.
+pub fn read_definitions(dir: &Path, connections_file: &Path) -> Result<BTreeMap<String, Definition>, std::io::Error> {
     let mut definitions = BTreeMap::new();
     for entry in std::fs::read_dir(dir)? {
         let file = entry?.path();
@@ -73,15 +71,20 @@ pub fn read_definitions(
         let Ok(text) = std::fs::read_to_string(&file) else {
             continue;
         };
-        let definition = match earlier.get(&name) {
-            Some(known) if known.text == text && known.file == file => known.clone(),
-            _ => Definition {
-                parsed: Pipeline::parse(&file, &text).map_err(|e| crate::export::chain(&e)),
+        let parsed = Pipeline::parse(&file, &text).map_err(|e| crate::export::chain(&e));
+        let mut signature = text;
+        for segment in parsed.iter().flat_map(|p| &p.segments) {
+            signature.push('\0');
+            signature.push_str(&segment.sql);
+        }
+        definitions.insert(
+            name,
+            Definition {
                 file,
-                text,
+                signature,
+                parsed,
             },
-        };
-        definitions.insert(name, definition);
+        );
     }
     Ok(definitions)
 }

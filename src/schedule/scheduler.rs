@@ -221,11 +221,9 @@ impl Scheduler {
             },
         }
         let definitions =
-            read_definitions(&self.options.dir, &self.connections_file, &self.definitions).map_err(|source| {
-                ScheduleError::Folder {
-                    dir: self.options.dir.clone(),
-                    source,
-                }
+            read_definitions(&self.options.dir, &self.connections_file).map_err(|source| ScheduleError::Folder {
+                dir: self.options.dir.clone(),
+                source,
             })?;
         let removed: Vec<String> = self
             .exports
@@ -248,7 +246,7 @@ impl Scheduler {
             let said = describe(&standing);
             let previous = self.exports.get(name);
             let unchanged = previous.is_some_and(|p| p.said == said)
-                && self.definitions.get(name).map(|d| &d.text) == Some(&definition.text);
+                && self.definitions.get(name).map(|d| &d.signature) == Some(&definition.signature);
             let next = match (&standing, previous) {
                 // A schedule that did not change keeps its next time: a reload must not skip a time that is due.
                 (

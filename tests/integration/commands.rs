@@ -189,3 +189,67 @@ async fn history_lists_runs_and_shows_one() {
     assert_eq!(code, 2);
     assert!(stderr.contains("has no run `20200101T000000Z-0000`"), "{stderr}");
 }
+
+#[tokio::test]
+async fn schedule_logs_next_times_and_stops_cleanly_on_sigterm() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let dir = folder("http://127.0.0.1:9/api/v3.3");
+    std::fs::write(
+        dir.path().join("pipelines/yearly.toml"),
+        format!(
+            "[source]\npath = \"../profiles\"\n[[segment]]\nname = \"all\"\nsql = \"SELECT * FROM profiles\"\n[destination]\nconnection = \"cm\"\nlist-id = \"{LIST}\"\n[mapping]\nemail = \"email\"\n[schedule]\ncron = \"0 3 1 1 *\"\ntimezone = \"Europe/Bucharest\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("pipelines/typo.toml"), "[source]\npaht = \"x\"\n").unwrap();
+    let mut child = tokio::process::Command::new(bin())
+        .args(["schedule", "pipelines"])
+        .env(KEY_VAR, KEY)
+        .env_remove("CM_EXPORT_CONNECTIONS")
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    // Reading the child's log until it has said what it will do: no clock is waited on.
+    while !(seen.iter().any(|l: &String| l.contains("next run at")) && seen.iter().any(|l| l.contains("typo.toml"))) {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_or_else(|| panic!("the scheduler ended: {seen:#?}"));
+        seen.push(line);
+    }
+    let log = seen.join("\n");
+    assert!(
+        log.contains("export=yearly") && log.contains("next run at 2027-01-01T03:00:00+02:00"),
+        "{log}"
+    );
+    assert!(
+        log.contains("not scheduled") && log.contains("paht"),
+        "a broken file is reported: {log}"
+    );
+
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mut rest = String::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        rest.push_str(&line);
+        rest.push('\n');
+    }
+    assert!(rest.contains("scheduler stopped"), "{rest}");
+}

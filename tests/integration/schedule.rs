@@ -375,6 +375,18 @@ async fn new_and_broken_files_are_picked_up_without_a_restart() {
     folder.write("broken", &definition("[schedule]\ncron = \"0 4 * * *\"\n"));
     clock.advance(Duration::from_secs(2));
     assert_eq!(scheduler.loaded("broken").await, Some(at("2026-11-28T04:00:00Z")));
+
+    // A segment kept in its own file is followed too.
+    let sql = folder.pipelines().join("segment.sql");
+    std::fs::write(&sql, "SELECT * FROM profiles").unwrap();
+    let with_file = definition("[schedule]\ncron = \"0 5 * * *\"\n")
+        .replace("sql = \"SELECT * FROM profiles\"", "sql-file = \"segment.sql\"");
+    folder.write("from_file", &with_file);
+    clock.advance(Duration::from_secs(2));
+    scheduler.loaded("from_file").await;
+    std::fs::write(&sql, "SELECT * FROM profiles WHERE country = 'RO'").unwrap();
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(scheduler.loaded("from_file").await, Some(at("2026-11-28T05:00:00Z")));
     scheduler.shut_down().await;
 }
 

@@ -128,13 +128,14 @@ pub async fn validate(pipelines: &[PathBuf], connections: Option<&Path>) -> anyh
         .await;
         match checked {
             Ok((pipeline, connection)) => println!(
-                "ok `{}`: {} segment(s), sends {} to list {} on `{}` ({})",
+                "ok `{}`: {} segment(s), sends {} to list {} on `{}` ({}); {}",
                 path.display(),
                 pipeline.segments.len(),
                 pipeline.destination.segments.join(" + "),
                 pipeline.destination.list_id,
                 connection.name,
-                connection.display_name
+                connection.display_name,
+                schedule(&pipeline)
             ),
             Err(error) => {
                 failed += 1;
@@ -143,4 +144,21 @@ pub async fn validate(pipelines: &[PathBuf], connections: Option<&Path>) -> anyh
         }
     }
     Ok(if failed == 0 { 0 } else { 2 })
+}
+
+/// When the scheduler would run it, in words.
+fn schedule(pipeline: &Pipeline) -> String {
+    match &pipeline.schedule {
+        None => "on demand only (no [schedule])".to_owned(),
+        Some(s) if !s.enabled => format!("schedule `{}` disabled", s.expression),
+        Some(s) => match s.next_after(chrono::Utc::now()) {
+            Some(next) => format!(
+                "scheduled `{}` ({}), next {}",
+                s.expression,
+                s.timezone.name(),
+                next.with_timezone(&s.timezone).to_rfc3339()
+            ),
+            None => format!("scheduled `{}`, which matches no future time", s.expression),
+        },
+    }
 }

@@ -208,7 +208,12 @@ impl Report {
             lines.push(format!("  rejects: {}", file.display()));
         }
         if let Some(error) = &self.error {
-            lines.push(format!("  error: {error}"));
+            let label = if self.status == RunStatus::Cancelled {
+                "why"
+            } else {
+                "error"
+            };
+            lines.push(format!("  {label}: {error}"));
         }
         lines.join("\n")
     }

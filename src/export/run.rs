@@ -63,6 +63,15 @@ pub enum StopReason {
     Cancel(String),
 }
 
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::Interrupt => f.write_str("interrupted"),
+            StopReason::Cancel(why) => write!(f, "cancelled: {why}"),
+        }
+    }
+}
+
 impl Default for RunOptions {
     fn default() -> Self {
         Self {
@@ -227,9 +236,8 @@ pub async fn run(
         Ok(Stop::Finished) if report.rejected_rows() == 0 => RunStatus::Succeeded,
         Ok(Stop::Finished) => RunStatus::SucceededWithRejects,
         Ok(Stop::Early(StopReason::Interrupt)) => RunStatus::Interrupted,
-        Ok(Stop::Early(StopReason::Cancel(why))) => {
-            tracing::warn!("run cancelled: {why}");
-            report.error = Some(format!("cancelled: {why}"));
+        Ok(Stop::Early(reason @ StopReason::Cancel(_))) => {
+            report.error = Some(reason.to_string());
             RunStatus::Cancelled
         }
         Err(error) => {
@@ -568,7 +576,7 @@ async fn execute(
                 }
             }
             reason = &mut stop_signal, if stop.is_none() => {
-                tracing::warn!("stopping ({reason:?}): no new batches; waiting for those in flight");
+                tracing::warn!("{reason}: no new batches; waiting for those in flight");
                 stop = Some(Ok(Stop::Early(reason)));
             }
             next = rx.recv(), if can_take => match next {

@@ -27,6 +27,6 @@ pub async fn schedule(args: ScheduleArgs) -> anyhow::Result<u8> {
     options.run.state_dir = args.state_dir;
     options.reload_every = Duration::from_secs(args.reload_every);
     let scheduler = Scheduler::new(options, Clock::System)?;
-    scheduler.run(super::shutdown_signal()).await?;
+    scheduler.run(super::shutdown_signal()).await;
     Ok(0)
 }

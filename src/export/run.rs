@@ -186,10 +186,11 @@ pub async fn run(
     let _lock = match ExportLock::acquire(&state_dir, &pipeline.name, &holder) {
         Ok(lock) => lock,
         Err(error @ LockError::Held { .. }) => {
-            let entry = HistoryEntry::skipped(
+            let entry = HistoryEntry::without_report(
                 &pipeline.name,
                 &run_id,
                 options.trigger,
+                RunStatus::Skipped,
                 &holder.started_at,
                 error.to_string(),
             );

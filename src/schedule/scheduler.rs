@@ -110,11 +110,16 @@ pub struct Scheduler {
     clock: Clock,
     events: Option<mpsc::UnboundedSender<Event>>,
     definitions: BTreeMap<String, Definition>,
-    /// The last connections file that could be read, and the error of the newest that could not.
+    /// The last connections file that could be read, or why none could.
     connections: Result<Connections, String>,
     exports: BTreeMap<String, Export>,
     running: HashMap<String, Running>,
-    tasks: JoinSet<(String, String, RunStatus)>,
+    tasks: JoinSet<RunStatus>,
+    /// Which export and run each task is.
+    task_runs: HashMap<tokio::task::Id, (String, String)>,
+    /// Problems with the folder or the connections file, as last logged: said once, not
+    /// every reload.
+    problems: HashMap<&'static str, String>,
 }
 
 impl Scheduler {
@@ -147,6 +152,8 @@ impl Scheduler {
             exports: BTreeMap::new(),
             running: HashMap::new(),
             tasks: JoinSet::new(),
+            task_runs: HashMap::new(),
+            problems: HashMap::new(),
         })
     }
 
@@ -158,12 +165,12 @@ impl Scheduler {
 
     /// Runs until `shutdown`; then starts nothing new, asks the runs going to stop as an
     /// interrupted run does (resumable), and waits for them.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ScheduleError> {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         tracing::info!(dir = %self.options.dir.display(), connections = %self.connections_file.display(), "scheduler started");
         loop {
             let now = self.clock.now();
-            self.reload(now).await?;
+            self.reload(now);
             let due: Vec<String> = self
                 .exports
                 .iter()
@@ -183,26 +190,21 @@ impl Scheduler {
             let clock = self.clock.clone();
             let done = tokio::select! {
                 () = &mut shutdown => break,
-                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => Some(done),
+                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => Some(done),
                 () = clock.sleep_until(wake) => None,
             };
-            match done {
-                Some(Ok(done)) => self.finished(done),
-                Some(Err(panic)) => tracing::error!("a run's task ended abnormally: {panic}"),
-                None => {}
+            if let Some(done) = done {
+                self.finished(done).await;
             }
         }
         tracing::info!(running = self.running.len(), "scheduler stopping: no new runs");
         for running in self.running.values() {
             running.stop.send_replace(Some(StopReason::Interrupt));
         }
-        while let Some(done) = self.tasks.join_next().await {
-            if let Ok(done) = done {
-                self.finished(done);
-            }
+        while let Some(done) = self.tasks.join_next_with_id().await {
+            self.finished(done).await;
         }
         tracing::info!("scheduler stopped");
-        Ok(())
     }
 
     fn emit(&self, event: Event) {
@@ -211,20 +213,57 @@ impl Scheduler {
         }
     }
 
-    async fn reload(&mut self, now: DateTime<Utc>) -> Result<(), ScheduleError> {
-        match read_connections(&self.connections_file) {
-            Ok(connections) => self.connections = Ok(connections),
-            // A half-saved connections file must not stop every export: keep the last good one.
-            Err(error) => match &self.connections {
-                Ok(_) => tracing::warn!("{error}; using the connections read before"),
-                Err(_) => self.connections = Err(error),
-            },
+    /// Logs a problem when it appears or changes, and once when it is gone.
+    fn problem(&mut self, what: &'static str, problem: Option<String>) {
+        match problem {
+            Some(message) => {
+                if self.problems.get(what) != Some(&message) {
+                    tracing::error!("{message}");
+                    self.problems.insert(what, message);
+                }
+            }
+            None => {
+                if self.problems.remove(what).is_some() {
+                    tracing::info!("the {what} can be read again");
+                }
+            }
         }
-        let definitions =
-            read_definitions(&self.options.dir, &self.connections_file).map_err(|source| ScheduleError::Folder {
-                dir: self.options.dir.clone(),
-                source,
-            })?;
+    }
+
+    fn reload(&mut self, now: DateTime<Utc>) {
+        match read_connections(&self.connections_file) {
+            Ok(connections) => {
+                self.problem("connections file", None);
+                self.connections = Ok(connections);
+            }
+            // A half-saved connections file must not stop every export: keep the last good one.
+            Err(error) if self.connections.is_ok() => {
+                self.problem(
+                    "connections file",
+                    Some(format!("{error}; using the connections read before")),
+                );
+            }
+            Err(error) => {
+                self.problem("connections file", Some(error.clone()));
+                self.connections = Err(error);
+            }
+        }
+        // A folder that cannot be read (a network mount gone for a moment) is not a folder
+        // whose definitions were all removed: nothing changes until it can be read again.
+        let definitions = match read_definitions(&self.options.dir, &self.connections_file) {
+            Ok(definitions) => {
+                self.problem("pipelines folder", None);
+                definitions
+            }
+            Err(error) => {
+                let message = format!(
+                    "cannot read the pipelines folder `{}`: {error}; runs go on as last read",
+                    self.options.dir.display()
+                );
+                self.problem("pipelines folder", Some(message));
+                return;
+            }
+        };
         let removed: Vec<String> = self
             .exports
             .keys()
@@ -275,7 +314,6 @@ impl Scheduler {
             self.exports.insert(name.clone(), Export { standing, said, next });
         }
         self.definitions = definitions;
-        Ok(())
     }
 
     fn announce(&self, name: &str, definition: &Definition, standing: &Standing, next: Option<DateTime<Utc>>) {
@@ -345,7 +383,14 @@ impl Scheduler {
                 running.started.to_rfc3339()
             );
             tracing::warn!(export = %name, "skipped: {why}");
-            let entry = HistoryEntry::skipped(name, &new_run_id(), Trigger::Schedule, &now_rfc3339(), why);
+            let entry = HistoryEntry::without_report(
+                name,
+                &new_run_id(),
+                Trigger::Schedule,
+                RunStatus::Skipped,
+                &now_rfc3339(),
+                why,
+            );
             self.history.append(entry).await;
             self.emit(Event::Skipped {
                 export: name.to_owned(),
@@ -369,8 +414,8 @@ impl Scheduler {
         };
         let task_name = name.to_owned();
         let task_run_id = run_id.clone();
-        self.tasks.spawn(async move {
-            let status = match export::run(&pipeline, &connection, None, &options, stop_signal).await {
+        let task = self.tasks.spawn(async move {
+            match export::run(&pipeline, &connection, None, &options, stop_signal).await {
                 Ok(report) => report.status,
                 // Another process (an on-demand run) holds the export; the history says so.
                 Err(ExportError::Lock(LockError::Held { .. })) => RunStatus::Skipped,
@@ -378,9 +423,9 @@ impl Scheduler {
                     tracing::error!(export = %task_name, run_id = %task_run_id, "run failed: {}", chain(&error));
                     RunStatus::Failed
                 }
-            };
-            (task_name, task_run_id, status)
+            }
         });
+        self.task_runs.insert(task.id(), (name.to_owned(), run_id.clone()));
         tracing::info!(export = %name, run_id = %run_id, "scheduled run started");
         self.running.insert(
             name.to_owned(),
@@ -396,9 +441,30 @@ impl Scheduler {
         });
     }
 
-    fn finished(&mut self, (name, run_id, status): (String, String, RunStatus)) {
+    async fn finished(&mut self, done: Result<(tokio::task::Id, RunStatus), tokio::task::JoinError>) {
+        let (id, status, abnormal) = match done {
+            Ok((id, status)) => (id, status, None),
+            Err(error) => (error.id(), RunStatus::Failed, Some(error.to_string())),
+        };
+        let Some((name, run_id)) = self.task_runs.remove(&id) else {
+            return;
+        };
         if self.running.get(&name).is_some_and(|r| r.run_id == run_id) {
             self.running.remove(&name);
+        }
+        // A bug, not an outcome: the run wrote no report, so the history gets its own line.
+        if let Some(why) = abnormal {
+            let why = format!("the run ended abnormally ({why}); its journal is kept, `run --resume` continues it");
+            tracing::error!(export = %name, run_id = %run_id, "{why}");
+            let entry = HistoryEntry::without_report(
+                &name,
+                &run_id,
+                Trigger::Schedule,
+                RunStatus::Failed,
+                &now_rfc3339(),
+                why,
+            );
+            self.history.append(entry).await;
         }
         tracing::info!(export = %name, run_id = %run_id, "scheduled run ended: {}", status.describe());
         self.emit(Event::Finished {

@@ -65,13 +65,20 @@ impl HistoryEntry {
         }
     }
 
-    /// A run that never began because another run of the export was going.
-    pub fn skipped(export: &str, run_id: &str, trigger: Trigger, at: &str, why: String) -> Self {
+    /// A run without a report: skipped before it began, or ended abnormally.
+    pub fn without_report(
+        export: &str,
+        run_id: &str,
+        trigger: Trigger,
+        status: RunStatus,
+        at: &str,
+        why: String,
+    ) -> Self {
         Self {
             export: export.to_owned(),
             run_id: run_id.to_owned(),
             trigger,
-            status: RunStatus::Skipped,
+            status,
             started_at: at.to_owned(),
             finished_at: at.to_owned(),
             duration_seconds: 0.0,
@@ -167,7 +174,7 @@ impl History {
             let mut raw = Vec::new();
             for row in runs.iter()?.rev() {
                 let (key, value) = row?;
-                let wanted = export.is_none_or(|e| key.value().split('|').nth(1) == Some(e));
+                let wanted = export.is_none_or(|e| export_of(key.value()) == Some(e));
                 if wanted {
                     raw.push(value.value().to_vec());
                     if raw.len() == limit {
@@ -232,6 +239,13 @@ impl History {
     }
 }
 
+/// The export in a key `started_at|export|run_id`; neither end holds a `|`, the name may.
+fn export_of(key: &str) -> Option<&str> {
+    key.split_once('|')
+        .and_then(|(_, rest)| rest.rsplit_once('|'))
+        .map(|(export, _)| export)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +290,7 @@ mod tests {
         assert_eq!(ids(history.list(None, 10).unwrap()), ["r1", "r3", "r2", "r1"]);
         assert_eq!(ids(history.list(Some("vip"), 2).unwrap()), ["r1", "r3"]);
         assert_eq!(ids(history.list(Some("nope"), 2).unwrap()), Vec::<String>::new());
+        assert_eq!(export_of("2026-11-28T01:00:00.000Z|a|b|r9"), Some("a|b"));
         let attempts = history.run("vip", "r1").unwrap();
         assert_eq!(attempts.len(), 2);
         assert_eq!(attempts[0].status, RunStatus::Interrupted);

@@ -99,8 +99,7 @@ fn start(folder: &Folder, clock: &ManualClock) -> Running {
             .run(async {
                 let _ = stopped.await;
             })
-            .await
-            .unwrap();
+            .await;
     });
     Running {
         events,
@@ -387,6 +386,12 @@ async fn new_and_broken_files_are_picked_up_without_a_restart() {
     std::fs::write(&sql, "SELECT * FROM profiles WHERE country = 'RO'").unwrap();
     clock.advance(Duration::from_secs(2));
     assert_eq!(scheduler.loaded("from_file").await, Some(at("2026-11-28T05:00:00Z")));
+
+    // A half-saved connections file: the last good one is kept and exports stay scheduled.
+    std::fs::write(folder.pipelines().join("connections.toml"), "[cm\ndisplay-name = ").unwrap();
+    folder.write("probe", &definition("[schedule]\ncron = \"0 6 * * *\"\n"));
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(scheduler.loaded("probe").await, Some(at("2026-11-28T06:00:00Z")));
     scheduler.shut_down().await;
 }
 

@@ -1,62 +1,44 @@
 //! POST the summary, retrying while the receiver is unreachable or busy.
 
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use super::WebhookUrl;
-use crate::export::{Backoff, Report, RunStatus, Trigger};
+use crate::export::{Backoff, Report};
+use crate::state::HistoryEntry;
 
-/// What the webhook receives: the report's counts and outcome, nothing personal or secret.
+/// What the webhook receives: the run's history entry (status, counts, times, why, the
+/// report's path) and where it sent to; nothing personal or secret.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
     /// `cm-export.run.failed` or `cm-export.run.cancelled`.
     pub event: String,
-    pub export: String,
-    pub run_id: String,
-    pub status: RunStatus,
-    pub trigger: Trigger,
+    #[serde(flatten)]
+    pub run: HistoryEntry,
     pub connection: String,
     pub display_name: String,
     pub list_id: String,
-    pub started_at: String,
-    pub finished_at: String,
-    pub duration_seconds: f64,
-    pub rows_matched: u64,
-    pub members_sent: u64,
-    pub rejected_rows: u64,
+    /// Members whose batch never left because the run stopped.
     pub not_sent: u64,
-    pub error: Option<String>,
-    /// Where the full report is, on the machine that ran the export.
-    pub report: Option<String>,
     /// A line for chat tools that show `text`.
     pub text: String,
 }
 
 impl Summary {
-    pub fn of(report: &Report, report_path: Option<&std::path::Path>) -> Self {
+    pub fn of(report: &Report, report_path: &Path) -> Self {
         let status = serde_json::to_value(report.status)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
         Self {
             event: format!("cm-export.run.{status}"),
-            export: report.export.clone(),
-            run_id: report.run_id.clone(),
-            status: report.status,
-            trigger: report.trigger,
+            run: HistoryEntry::of(report, report_path),
             connection: report.connection.clone(),
             display_name: report.display_name.clone(),
             list_id: report.list_id.clone(),
-            started_at: report.started_at.clone(),
-            finished_at: report.finished_at.clone(),
-            duration_seconds: report.duration_seconds,
-            rows_matched: report.rows_matched,
-            members_sent: report.members_sent,
-            rejected_rows: report.rejected_rows(),
             not_sent: report.rejected.not_sent,
-            error: report.error.clone(),
-            report: report_path.map(|p| p.display().to_string()),
             text: format!(
                 "cm-export: export `{}` run {} {status}: {} of {} matched rows sent{}",
                 report.export,

@@ -259,7 +259,7 @@ pub async fn run(
     if report.status.alerts()
         && let Some(url) = pipeline.alert_webhook.as_ref().or(connection.alert_webhook.as_ref())
     {
-        let summary = alert::Summary::of(&report, Some(report_path));
+        let summary = alert::Summary::of(&report, report_path);
         match alert::notify(url, &summary, &options.alert_backoff).await {
             Ok(()) => tracing::info!(%url, "alert sent"),
             Err(error) => tracing::error!("{}", chain(&error)),

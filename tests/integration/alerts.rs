@@ -84,15 +84,19 @@ async fn failed_and_cancelled_runs_alert_their_webhook() {
         ),
     )
     .unwrap();
-    let report = export::run(
-        &failing,
-        connection,
-        None,
-        &options(dir.path()),
-        std::future::pending::<StopReason>(),
-    )
-    .await
-    .unwrap();
+    let run = |pipeline: Pipeline, stop: Option<StopReason>| {
+        let options = options(dir.path());
+        async move {
+            let stop = async move {
+                match stop {
+                    Some(reason) => reason,
+                    None => std::future::pending().await,
+                }
+            };
+            export::run(&pipeline, connection, None, &options, stop).await.unwrap()
+        }
+    };
+    let report = run(failing, None).await;
     assert_eq!(report.status, RunStatus::Failed);
     let bodies = from_pipeline.lock().unwrap().clone();
     assert_eq!(bodies.len(), 2, "one 503, then delivered: {bodies:?}");
@@ -102,11 +106,11 @@ async fn failed_and_cancelled_runs_alert_their_webhook() {
     assert_eq!(alert["status"], "failed");
     assert_eq!(alert["export"], "weekly");
     assert_eq!(alert["run_id"], report.run_id.as_str());
+    assert_eq!(alert["trigger"], "manual");
+    assert_eq!(alert["list_id"], "0000000000000000000000000000dead");
+    let why = alert["message"].as_str().unwrap();
     assert!(
-        alert["error"]
-            .as_str()
-            .unwrap()
-            .contains("0000000000000000000000000000dead"),
+        why.contains("list `0000000000000000000000000000dead` cannot be used"),
         "{alert}"
     );
     assert!(alert["report"].as_str().unwrap().ends_with("report.json"), "{alert}");
@@ -122,15 +126,11 @@ async fn failed_and_cancelled_runs_alert_their_webhook() {
 
     // A cancelled run with no webhook of its own alerts its connection's.
     let cancelled = Pipeline::parse(&path, &definition(LIST, "")).unwrap();
-    let report = export::run(
-        &cancelled,
-        connection,
-        None,
-        &options(dir.path()),
-        std::future::ready(StopReason::Cancel("its definition was removed".into())),
+    let report = run(
+        cancelled.clone(),
+        Some(StopReason::Cancel("its definition was removed".into())),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(report.status, RunStatus::Cancelled);
     let bodies = from_connection.lock().unwrap().clone();
     assert_eq!(bodies.len(), 2, "{bodies:?}");
@@ -139,15 +139,7 @@ async fn failed_and_cancelled_runs_alert_their_webhook() {
     assert_eq!(emulator.stats().import_calls, 0, "cancelled before its first batch");
 
     // A run that succeeds alerts nobody.
-    let report = export::run(
-        &cancelled,
-        connection,
-        None,
-        &options(dir.path()),
-        std::future::pending::<StopReason>(),
-    )
-    .await
-    .unwrap();
+    let report = run(cancelled, None).await;
     assert!(
         matches!(report.status, RunStatus::Succeeded | RunStatus::SucceededWithRejects),
         "{report:?}"

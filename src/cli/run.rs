@@ -33,8 +33,7 @@ fn load(pipeline: &Path, connections: Option<&Path>) -> anyhow::Result<(Pipeline
     let pipeline = Pipeline::load(pipeline)?;
     let file = Connections::locate(connections, pipeline.dir())?;
     let all = Connections::load(&file)?;
-    let connection = all.get(&pipeline.destination.connection)?.clone();
-    connection.require_consent()?;
+    let connection = all.usable(&pipeline.destination.connection)?.clone();
     Ok((pipeline, connection))
 }
 
@@ -79,9 +78,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         ..RunOptions::default()
     };
     let signal = super::shutdown_signal();
+    let destination = export::Destination {
+        pipeline_file: pipeline.file.clone(),
+        connections_file: connection.file.clone(),
+        connection: connection.name.clone(),
+    };
     let stop = async {
-        signal.await;
-        StopReason::Interrupt
+        tokio::select! {
+            () = signal => StopReason::Interrupt,
+            reason = export::removed(destination, std::time::Duration::from_secs(2)) => reason,
+        }
     };
     let report = export::run(&pipeline, &connection, credentials.as_ref(), &options, stop).await?;
     println!("{}", report.summary());

@@ -234,6 +234,13 @@ impl Connections {
         })
     }
 
+    /// The connection an export may send through: defined, with consent given.
+    pub fn usable(&self, name: &str) -> Result<&Connection, ConfigError> {
+        let connection = self.get(name)?;
+        connection.require_consent()?;
+        Ok(connection)
+    }
+
     pub fn get(&self, name: &str) -> Result<&Connection, ConfigError> {
         self.connections
             .get(name)

@@ -43,9 +43,9 @@ impl Standing {
             return Standing::Disabled;
         }
         let connection = connections.as_ref().map_err(Clone::clone).and_then(|all| {
-            let connection = all.get(&pipeline.destination.connection).map_err(|e| e.to_string())?;
-            connection.require_consent().map_err(|e| e.to_string())?;
-            Ok(connection.clone())
+            all.usable(&pipeline.destination.connection)
+                .cloned()
+                .map_err(|e| e.to_string())
         });
         match connection {
             Ok(connection) => Standing::Scheduled(Box::new((pipeline.clone(), connection))),

@@ -253,3 +253,58 @@ async fn schedule_logs_next_times_and_stops_cleanly_on_sigterm() {
     }
     assert!(rest.contains("scheduler stopped"), "{rest}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_demand_run_stops_when_its_connection_is_removed() {
+    let emulator = crate::support::emulator_with(|c| {
+        c.latency = Some((
+            std::time::Duration::from_millis(40),
+            std::time::Duration::from_millis(40),
+        ));
+    })
+    .await;
+    let dir = folder(&emulator.base_url());
+    cm_export::sample::generate(&dir.path().join("profiles"), 3_000, 1, 9).unwrap();
+    std::fs::write(
+        dir.path().join("pipelines/slow.toml"),
+        format!(
+            "[source]\npath = \"../profiles\"\n[[segment]]\nname = \"all\"\nsql = \"SELECT * FROM profiles\"\n[destination]\nconnection = \"cm\"\nlist-id = \"{LIST}\"\n[mapping]\nemail = \"email\"\n[options]\nbatch-size = 10\nconcurrency = 1\n"
+        ),
+    )
+    .unwrap();
+    let run = tokio::process::Command::new(bin())
+        .args(["run", "pipelines/slow.toml", "--report", "report.json"])
+        .env(KEY_VAR, KEY)
+        .env_remove("CM_EXPORT_CONNECTIONS")
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Waiting on the other process's progress, as seen by the emulator.
+    while emulator.stats().import_calls < 3 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let connections = dir.path().join("pipelines/connections.toml");
+    let text = std::fs::read_to_string(&connections).unwrap();
+    std::fs::write(&connections, text.replace("[cm]", "[cm_retired]")).unwrap();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), run.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let report: Value = serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["status"], "cancelled");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("connection `cm` is not defined"),
+        "{report}"
+    );
+    let sent = report["members_sent"].as_u64().unwrap();
+    assert!(sent < report["members_unique"].as_u64().unwrap(), "{report}");
+    assert_eq!(crate::support::active_emails(&emulator).len() as u64, sent);
+}

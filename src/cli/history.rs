@@ -15,8 +15,8 @@ pub struct HistoryArgs {
     /// Show this run's report.
     run_id: Option<String>,
     /// At most this many runs.
-    #[arg(long, default_value_t = 20)]
-    limit: usize,
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    limit: u32,
     /// One JSON object per line (with RUN_ID: the report as JSON).
     #[arg(long)]
     json: bool,
@@ -36,16 +36,16 @@ pub fn show(args: HistoryArgs) -> anyhow::Result<u8> {
     match (&args.export, &args.run_id) {
         (Some(export), Some(run_id)) => one(&history, export, run_id, args.json),
         (export, _) => {
-            let entries = history.list(export.as_deref(), args.limit)?;
+            let entries = history.list(export.as_deref(), args.limit as usize)?;
             if args.json {
                 for entry in &entries {
                     println!("{}", serde_json::to_string(entry)?);
                 }
             } else if entries.is_empty() {
-                println!(
-                    "no runs recorded for export `{}`",
-                    export.as_deref().unwrap_or_default()
-                );
+                match export {
+                    Some(export) => println!("no runs of export `{export}` in `{}`", history.path().display()),
+                    None => println!("no runs in `{}`", history.path().display()),
+                }
             } else {
                 println!("{}", table(&entries));
             }

@@ -159,7 +159,7 @@ impl History {
         }
     }
 
-    /// Newest first; only `export`'s when given; at most `limit`.
+    /// Newest first; only `export`'s when given; at most `limit` (at least one).
     pub fn list(&self, export: Option<&str>, limit: usize) -> Result<Vec<HistoryEntry>, HistoryError> {
         if !self.exists() {
             return Ok(Vec::new());
@@ -177,7 +177,7 @@ impl History {
                 let wanted = export.is_none_or(|e| export_of(key.value()) == Some(e));
                 if wanted {
                     raw.push(value.value().to_vec());
-                    if raw.len() == limit {
+                    if raw.len() >= limit {
                         break;
                     }
                 }

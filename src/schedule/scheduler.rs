@@ -13,7 +13,7 @@ use super::catalog::{Definition, Standing, read_connections, read_definitions};
 use super::clock::Clock;
 use crate::config::{Connections, Pipeline, Schedule};
 use crate::export::{self, ExportError, RunOptions, RunStatus, StopReason, Trigger, chain, new_run_id, now_rfc3339};
-use crate::state::{History, HistoryEntry, LockError};
+use crate::state::{ExportLock, History, HistoryEntry, Holder, LockError};
 
 /// How the scheduler runs, beyond what the definitions say.
 #[derive(Debug, Clone)]
@@ -88,6 +88,8 @@ pub enum ScheduleError {
     },
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
 }
 
 struct Export {
@@ -105,6 +107,8 @@ struct Running {
 
 pub struct Scheduler {
     options: ScheduleOptions,
+    /// This process is the state folder's one scheduler while this is held.
+    _only: ExportLock,
     connections_file: PathBuf,
     history: History,
     clock: Clock,
@@ -141,8 +145,16 @@ impl Scheduler {
         options.run.trigger = Trigger::Schedule;
         options.run.resume = false;
         options.run.report_path = None;
+        let me = Holder {
+            run_id: "scheduler".to_owned(),
+            trigger: Trigger::Schedule.as_str().to_owned(),
+            pid: std::process::id(),
+            started_at: now_rfc3339(),
+        };
+        let only = ExportLock::scheduler(&state_dir, &me)?;
         Ok(Self {
             options,
+            _only: only,
             connections_file,
             history: History::new(&state_dir),
             clock,

@@ -38,6 +38,12 @@ pub enum LockError {
         holder.as_ref().map_or_else(|| "a run that is starting".to_owned(), ToString::to_string)
     )]
     Held { export: String, holder: Option<Holder> },
+    #[error(
+        "another `cm-export schedule` already uses the state folder `{}`{}; stop it first, or give this one its own --state-dir",
+        state_dir.display(),
+        holder.as_ref().map_or_else(String::new, |h| format!(" (process {}, started {})", h.pid, h.started_at))
+    )]
+    SchedulerRunning { state_dir: PathBuf, holder: Option<Holder> },
     #[error("cannot use the lock file `{}`", path.display())]
     Io {
         path: PathBuf,
@@ -61,10 +67,33 @@ impl ExportLock {
 
     /// Takes the lock for `holder`, or says who has it.
     pub fn acquire(state_dir: &Path, export: &str, holder: &Holder) -> Result<Self, LockError> {
-        let path = Self::path(state_dir, export);
-        let io = |source| LockError::Io {
-            path: path.clone(),
-            source,
+        Self::take(&Self::path(state_dir, export), holder).map_err(|held| match held {
+            Taken::Held(holder) => LockError::Held {
+                export: export.to_owned(),
+                holder,
+            },
+            Taken::Io(error) => error,
+        })
+    }
+
+    /// The one scheduler of a state folder: two would both fire every export, and one of
+    /// each pair of runs would only record a skip.
+    pub fn scheduler(state_dir: &Path, holder: &Holder) -> Result<Self, LockError> {
+        Self::take(&state_dir.join("scheduler.lock"), holder).map_err(|held| match held {
+            Taken::Held(holder) => LockError::SchedulerRunning {
+                state_dir: state_dir.to_owned(),
+                holder,
+            },
+            Taken::Io(error) => error,
+        })
+    }
+
+    fn take(path: &Path, holder: &Holder) -> Result<Self, Taken> {
+        let io = |source| {
+            Taken::Io(LockError::Io {
+                path: path.to_owned(),
+                source,
+            })
         };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
@@ -74,21 +103,16 @@ impl ExportLock {
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&path)
+            .open(path)
             .map_err(io)?;
         match file.try_lock() {
             Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(LockError::Held {
-                    export: export.to_owned(),
-                    holder: read_holder(&mut file),
-                });
-            }
+            Err(TryLockError::WouldBlock) => return Err(Taken::Held(read_holder(&mut file))),
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
         let stale = read_holder(&mut file);
         if let Some(stale) = &stale {
-            tracing::warn!(export, "cleared a stale lock: {stale} ended without releasing it");
+            tracing::warn!(lock = %path.display(), "cleared a stale lock: {stale} ended without releasing it");
         }
         let text = serde_json::to_vec(holder).map_err(|e| io(std::io::Error::other(e)))?;
         file.set_len(0).map_err(io)?;
@@ -96,6 +120,12 @@ impl ExportLock {
         file.write_all(&text).and_then(|()| file.sync_data()).map_err(io)?;
         Ok(Self { file, stale })
     }
+}
+
+/// Why a lock was not taken.
+enum Taken {
+    Held(Option<Holder>),
+    Io(LockError),
 }
 
 impl Drop for ExportLock {

@@ -190,6 +190,14 @@ async fn a_schedule_fires_at_its_time_in_its_time_zone() {
     let clock = ManualClock::new(at("2026-11-28T00:59:00Z"));
     let mut scheduler = start(&folder, &clock);
     assert_eq!(scheduler.loaded("manual").await, None, "no [schedule]: on demand only");
+    let second = Scheduler::new(ScheduleOptions::new(folder.pipelines()), clock.clock())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        second.contains("another `cm-export schedule` already uses the state folder"),
+        "{second}"
+    );
     assert_eq!(scheduler.loaded("nightly").await, Some(at("2026-11-28T01:00:00Z")));
     assert_eq!(folder.emulator.stats().import_calls, 0);
 

@@ -93,25 +93,36 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
 
 /// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is called (not when
 /// the future is first polled), so a signal during the checks before sending is caught too.
+/// A second signal ends the process at once: the journal is consistent at every moment, so
+/// `--resume` continues from what was accepted.
 pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{SignalKind, signal};
+        use tokio::signal::unix::{Signal, SignalKind, signal};
         let interrupt = signal(SignalKind::interrupt()).ok();
         let terminate = signal(SignalKind::terminate()).ok();
-        async move {
-            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
-                match s {
-                    Some(mut s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
+        async fn recv(signal: &mut Option<Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
                 }
-            };
-            tokio::select! {
-                () = wait(interrupt) => {}
-                () = wait(terminate) => {}
+                None => std::future::pending::<()>().await,
             }
+        }
+        async fn either(interrupt: &mut Option<Signal>, terminate: &mut Option<Signal>) {
+            tokio::select! {
+                () = recv(interrupt) => {}
+                () = recv(terminate) => {}
+            }
+        }
+        async move {
+            let (mut interrupt, mut terminate) = (interrupt, terminate);
+            either(&mut interrupt, &mut terminate).await;
+            tokio::spawn(async move {
+                either(&mut interrupt, &mut terminate).await;
+                eprintln!("second signal: stopping now; `cm-export run PIPELINE --resume` continues what was accepted");
+                std::process::exit(130);
+            });
         }
     }
     #[cfg(not(unix))]

@@ -176,3 +176,57 @@ async fn ctrl_c_stops_cleanly_and_the_run_resumes() {
     );
     assert_eq!(emulator.stats().lists[LIST].imported_existing, 0);
 }
+
+#[tokio::test]
+async fn a_second_signal_stops_at_once_and_the_run_still_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    cm_export::sample::generate(&dir.path().join("profiles"), 2_000, 1, 8).unwrap();
+    // Slow answers: the first signal has to wait for the batch in flight; the second does not.
+    let emulator = emulator_with(|c| c.latency = Some((Duration::from_secs(1), Duration::from_secs(1)))).await;
+    std::fs::write(
+        dir.path().join("connections.toml"),
+        format!(
+            "[cm]\ndisplay-name = \"x\"\ndata-privacy-consent = true\napi-key-env = \"CM_RESUME_KEY\"\nexport-user = \"t\"\nbase-url = \"{}\"\n",
+            emulator.base_url()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("all.toml"),
+        PIPELINE
+            .replace("batch-size = 100", "batch-size = 1000")
+            .replace("concurrency = 2", "concurrency = 1"),
+    )
+    .unwrap();
+    let child = cm(dir.path(), &["run", "all.toml", "--progress", "never"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_imports(&emulator, 1).await;
+    let pid = child.id().unwrap().to_string();
+    for _ in 0..2 {
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("second signal: stopping now"), "{stderr}");
+
+    let (code, stdout, stderr) = output(cm(dir.path(), &["run", "all.toml", "--resume", "--report", "r.json"])).await;
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(stderr.contains("cleared a stale lock"), "{stderr}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
+    assert_eq!(report["resumed"], true);
+    assert_eq!(
+        active_emails(&emulator).len() as u64,
+        report["members_unique"].as_u64().unwrap()
+    );
+}

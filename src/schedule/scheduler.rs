@@ -430,7 +430,10 @@ impl Scheduler {
             match export::run(&pipeline, &connection, None, &options, stop_signal).await {
                 Ok(report) => report.status,
                 // Another process (an on-demand run) holds the export; the history says so.
-                Err(ExportError::Lock(LockError::Held { .. })) => RunStatus::Skipped,
+                Err(ExportError::Lock(held @ LockError::Held { .. })) => {
+                    tracing::warn!(export = %task_name, run_id = %task_run_id, "skipped: {held}");
+                    RunStatus::Skipped
+                }
                 Err(error) => {
                     tracing::error!(export = %task_name, run_id = %task_run_id, "run failed: {}", chain(&error));
                     RunStatus::Failed

@@ -130,7 +130,13 @@ async fn test(connection: &Connection, list_id: Option<&str>) -> anyhow::Result<
     };
     let date = match cm_export::export::retry_call(&backoff, || client.system_date()).await {
         Ok(date) => date,
-        Err(error) => return failed("the credentials were not accepted", plain(&error)),
+        Err(error @ ApiError::Api(_)) => return failed("the credentials were not accepted", plain(&error)),
+        Err(error) => {
+            return failed(
+                &format!("Campaign Monitor at {} could not be reached", connection.base_url),
+                plain(&error),
+            );
+        }
     };
     println!(
         "ok: connection `{}` ({}): credentials accepted by {} (API time {})",

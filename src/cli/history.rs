@@ -20,19 +20,33 @@ pub struct HistoryArgs {
     /// One JSON object per line (with RUN_ID: the report as JSON).
     #[arg(long)]
     json: bool,
-    /// The state folder (default: `pipelines/.cm-export`, where runs of `pipelines/*.toml` record).
-    #[arg(long, default_value = "pipelines/.cm-export")]
-    state_dir: PathBuf,
+    /// The state folder (default: `pipelines/.cm-export`, where runs of `pipelines/*.toml`
+    /// record, else `.cm-export` here).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+/// The explicit folder, else the first default that has a history.
+fn locate(explicit: Option<PathBuf>) -> anyhow::Result<History> {
+    let candidates = match explicit {
+        Some(dir) => vec![dir],
+        None => vec![PathBuf::from("pipelines/.cm-export"), PathBuf::from(".cm-export")],
+    };
+    if let Some(history) = candidates.iter().map(|dir| History::new(dir)).find(History::exists) {
+        return Ok(history);
+    }
+    let looked: Vec<String> = candidates
+        .iter()
+        .map(|dir| format!("`{}`", History::new(dir).path().display()))
+        .collect();
+    anyhow::bail!(
+        "no run history at {}: nothing has run with this state folder yet (pass --state-dir if the runs use another)",
+        looked.join(" or ")
+    )
 }
 
 pub fn show(args: HistoryArgs) -> anyhow::Result<u8> {
-    let history = History::new(&args.state_dir);
-    if !history.exists() {
-        anyhow::bail!(
-            "no run history at `{}`: nothing has run with this state folder yet (pass --state-dir if the runs use another)",
-            history.path().display()
-        );
-    }
+    let history = locate(args.state_dir)?;
     match (&args.export, &args.run_id) {
         (Some(export), Some(run_id)) => one(&history, export, run_id, args.json),
         (export, _) => {

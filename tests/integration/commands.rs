@@ -92,6 +92,15 @@ async fn connection_test_checks_key_and_list_against_the_api() {
     );
     assert!(stderr.contains("code 101"), "{stderr}");
 
+    // Nobody listens on port 9.
+    let down = folder("http://127.0.0.1:9/api/v3.3");
+    let (code, _, stderr) = cm(down.path(), KEY, &["connection", "test", "cm"]).await;
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("Campaign Monitor at http://127.0.0.1:9/api/v3.3 could not be reached"),
+        "{stderr}"
+    );
+
     let (code, _, stderr) = cm(dir.path(), KEY, &["connection", "test", "sales"]).await;
     assert_eq!(code, 2);
     assert!(

@@ -182,7 +182,8 @@ async fn a_second_signal_stops_at_once_and_the_run_still_resumes() {
     let dir = tempfile::tempdir().unwrap();
     cm_export::sample::generate(&dir.path().join("profiles"), 2_000, 1, 8).unwrap();
     // Slow answers: the first signal has to wait for the batch in flight; the second does not.
-    let emulator = emulator_with(|c| c.latency = Some((Duration::from_secs(1), Duration::from_secs(1)))).await;
+    let latency = Duration::from_millis(1500);
+    let emulator = emulator_with(|c| c.latency = Some((latency, latency))).await;
     std::fs::write(
         dir.path().join("connections.toml"),
         format!(
@@ -204,6 +205,8 @@ async fn a_second_signal_stops_at_once_and_the_run_still_resumes() {
         .spawn()
         .unwrap();
     wait_for_imports(&emulator, 1).await;
+    // The first batch is answered; a moment later the second is in flight for 1.5 s.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let pid = child.id().unwrap().to_string();
     for _ in 0..2 {
         assert!(

@@ -291,10 +291,7 @@ async fn an_on_demand_run_stops_when_its_connection_is_removed() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    // Waiting on the other process's progress, as seen by the emulator.
-    while emulator.stats().import_calls < 3 {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    crate::support::wait_for_imports(&emulator, 3).await;
     let connections = dir.path().join("pipelines/connections.toml");
     let text = std::fs::read_to_string(&connections).unwrap();
     std::fs::write(&connections, text.replace("[cm]", "[cm_retired]")).unwrap();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{KEY, LIST, active_emails, bin, emulator_with};
+use crate::support::{KEY, LIST, active_emails, bin, emulator_with, wait_for_imports};
 
 const PIPELINE: &str = r#"
 [source]
@@ -25,9 +25,17 @@ concurrency = 2
 
 /// Sample data, a slow emulator and the definitions, in a fresh folder.
 async fn setup(rows: u64, seed: u64) -> (tempfile::TempDir, cm_export::emulator::Emulator) {
+    setup_with(rows, seed, (Duration::from_millis(15), Duration::from_millis(25))).await
+}
+
+async fn setup_with(
+    rows: u64,
+    seed: u64,
+    latency: (Duration, Duration),
+) -> (tempfile::TempDir, cm_export::emulator::Emulator) {
     let dir = tempfile::tempdir().unwrap();
     cm_export::sample::generate(&dir.path().join("profiles"), rows, 2, seed).unwrap();
-    let emulator = emulator_with(|c| c.latency = Some((Duration::from_millis(15), Duration::from_millis(25)))).await;
+    let emulator = emulator_with(|c| c.latency = Some(latency)).await;
     std::fs::write(
         dir.path().join("connections.toml"),
         format!(
@@ -38,17 +46,6 @@ async fn setup(rows: u64, seed: u64) -> (tempfile::TempDir, cm_export::emulator:
     .unwrap();
     std::fs::write(dir.path().join("all.toml"), PIPELINE).unwrap();
     (dir, emulator)
-}
-
-/// Waiting on another process: polls the emulator until `calls` imports have landed.
-async fn wait_for_imports(emulator: &cm_export::emulator::Emulator, calls: u64) {
-    for _ in 0..3000 {
-        if emulator.stats().import_calls >= calls {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the run did not start sending");
 }
 
 fn cm(dir: &std::path::Path, args: &[&str]) -> tokio::process::Command {
@@ -179,19 +176,9 @@ async fn ctrl_c_stops_cleanly_and_the_run_resumes() {
 
 #[tokio::test]
 async fn a_second_signal_stops_at_once_and_the_run_still_resumes() {
-    let dir = tempfile::tempdir().unwrap();
-    cm_export::sample::generate(&dir.path().join("profiles"), 2_000, 1, 8).unwrap();
     // Slow answers: the first signal has to wait for the batch in flight; the second does not.
     let latency = Duration::from_millis(1500);
-    let emulator = emulator_with(|c| c.latency = Some((latency, latency))).await;
-    std::fs::write(
-        dir.path().join("connections.toml"),
-        format!(
-            "[cm]\ndisplay-name = \"x\"\ndata-privacy-consent = true\napi-key-env = \"CM_RESUME_KEY\"\nexport-user = \"t\"\nbase-url = \"{}\"\n",
-            emulator.base_url()
-        ),
-    )
-    .unwrap();
+    let (dir, emulator) = setup_with(2_000, 8, (latency, latency)).await;
     std::fs::write(
         dir.path().join("all.toml"),
         PIPELINE

@@ -13,7 +13,7 @@ use cm_export::schedule::{Event, ManualClock, ScheduleOptions, Scheduler};
 use cm_export::state::{ExportLock, History, Holder, LockError};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::support::{KEY, LIST, active_emails, emulator_with};
+use crate::support::{KEY, LIST, active_emails, emulator_with, wait_for_imports};
 
 /// A folder with profiles, a key file, `pipelines/connections.toml` and an emulator.
 struct Folder {
@@ -155,17 +155,6 @@ impl Running {
             .unwrap()
             .unwrap();
     }
-}
-
-/// Waiting on the run's own progress (another task doing real I/O), not on a schedule.
-async fn wait_for_imports(emulator: &Emulator, calls: u64) {
-    for _ in 0..6000 {
-        if emulator.stats().import_calls >= calls {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the run did not start sending");
 }
 
 fn report(folder: &Folder, export: &str, run_id: &str) -> serde_json::Value {

@@ -58,3 +58,15 @@ pub fn active_emails(emulator: &Emulator) -> std::collections::BTreeSet<String> 
         })
         .unwrap()
 }
+
+/// Waits on a run in another task or process, as the emulator sees it: until `calls` imports
+/// have been answered. Polls; the minute's limit only keeps a broken run from hanging the suite.
+pub async fn wait_for_imports(emulator: &Emulator, calls: u64) {
+    for _ in 0..6000 {
+        if emulator.stats().import_calls >= calls {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the run did not send {calls} batches");
+}

@@ -93,7 +93,7 @@ fn lock_acquire_release(bencher: Bencher) {
     let dir = tempfile::tempdir().unwrap();
     let holder = Holder {
         run_id: "20261128T030000Z-0001".into(),
-        trigger: "schedule".into(),
+        trigger: Trigger::Schedule,
         pid: std::process::id(),
         started_at: "2026-11-28T03:00:00.000Z".into(),
     };

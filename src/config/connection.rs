@@ -146,6 +146,19 @@ impl Connections {
         Self::parse(path, &text)
     }
 
+    /// Like [`Connections::load`], but a file that was deleted holds no connections: every
+    /// export on it has lost its destination.
+    pub fn load_or_empty(path: &Path) -> Result<Self, ConfigError> {
+        if path.exists() {
+            Self::load(path)
+        } else {
+            Ok(Self {
+                file: path.to_owned(),
+                connections: BTreeMap::new(),
+            })
+        }
+    }
+
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let wire: BTreeMap<String, ConnectionWire> = toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),

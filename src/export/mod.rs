@@ -20,4 +20,4 @@ pub use rejects::{RejectsError, RejectsWriter};
 pub use removal::{Destination, removed};
 pub use report::{Rejected, Report, RunStatus, Trigger};
 pub use retry::{Backoff, retry_call};
-pub use run::{RunOptions, StopReason, check_cap, connect, new_run_id, now_rfc3339, run, state_dir};
+pub use run::{RunOptions, StopReason, check_cap, connect, new_run_id, now_rfc3339, run};

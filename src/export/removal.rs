@@ -34,13 +34,7 @@ fn gone(destination: &Destination) -> Option<String> {
             destination.pipeline_file.display()
         ));
     }
-    if !destination.connections_file.exists() {
-        return Some(format!(
-            "the connections file `{}` was removed",
-            destination.connections_file.display()
-        ));
-    }
-    let all = Connections::load(&destination.connections_file).ok()?;
+    let all = Connections::load_or_empty(&destination.connections_file).ok()?;
     all.usable(&destination.connection).err().map(|e| e.to_string())
 }
 
@@ -73,7 +67,11 @@ mod tests {
         std::fs::write(&destination.connections_file, connection.replace("[cm]", "[other]")).unwrap();
         assert!(gone(&destination).unwrap().contains("connection `cm` is not defined"));
         std::fs::remove_file(&destination.connections_file).unwrap();
-        assert!(gone(&destination).unwrap().contains("connections file"));
+        let why = gone(&destination).unwrap();
+        assert!(
+            why.contains("connection `cm` is not defined") && why.contains("(defined: none)"),
+            "{why}"
+        );
         std::fs::remove_file(&destination.pipeline_file).unwrap();
         assert!(gone(&destination).unwrap().contains("p.toml` was removed"));
     }

@@ -143,7 +143,7 @@ fn new_report(pipeline: &Pipeline, connection: &Connection, run_id: &str, option
 
 /// The state folder a run of `pipeline` uses, absolute so reports point at their files
 /// from wherever they are read.
-pub fn state_dir(pipeline: &Pipeline, options: &RunOptions) -> PathBuf {
+fn state_dir(pipeline: &Pipeline, options: &RunOptions) -> PathBuf {
     let dir = options
         .state_dir
         .clone()
@@ -179,7 +179,7 @@ pub async fn run(
         .unwrap_or_default();
     let holder = Holder {
         run_id: run_id.clone(),
-        trigger: options.trigger.as_str().to_owned(),
+        trigger: options.trigger,
         pid: std::process::id(),
         started_at: now_rfc3339(),
     };

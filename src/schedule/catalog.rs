@@ -58,10 +58,12 @@ impl Standing {
 /// parsed on every read: a few small files, and an edited `sql-file` must be seen.
 pub fn read_definitions(dir: &Path, connections_file: &Path) -> Result<BTreeMap<String, Definition>, std::io::Error> {
     let mut definitions = BTreeMap::new();
+    // Once a read, not once a file; a connections file that is gone matches nothing.
+    let connections_file = std::fs::canonicalize(connections_file).ok();
     for entry in std::fs::read_dir(dir)? {
         let file = entry?.path();
         let is_toml = file.extension().is_some_and(|e| e == "toml") && file.is_file();
-        if !is_toml || same_file(&file, connections_file) {
+        if !is_toml || (connections_file.is_some() && std::fs::canonicalize(&file).ok() == connections_file) {
             continue;
         }
         let Some(name) = file.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
@@ -89,21 +91,7 @@ pub fn read_definitions(dir: &Path, connections_file: &Path) -> Result<BTreeMap<
     Ok(definitions)
 }
 
-/// The connections file, or why it cannot be used. A folder whose connections file was
-/// deleted has no connections.
+/// The connections file, or why it cannot be used.
 pub fn read_connections(file: &Path) -> Result<Connections, String> {
-    if !file.exists() {
-        return Ok(Connections {
-            file: file.to_owned(),
-            connections: BTreeMap::new(),
-        });
-    }
-    Connections::load(file).map_err(|e| crate::export::chain(&e))
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    }
+    Connections::load_or_empty(file).map_err(|e| crate::export::chain(&e))
 }

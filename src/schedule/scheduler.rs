@@ -147,7 +147,7 @@ impl Scheduler {
         options.run.report_path = None;
         let me = Holder {
             run_id: "scheduler".to_owned(),
-            trigger: Trigger::Schedule.as_str().to_owned(),
+            trigger: Trigger::Schedule,
             pid: std::process::id(),
             started_at: now_rfc3339(),
         };

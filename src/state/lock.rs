@@ -11,12 +11,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::export::Trigger;
+
 /// Who holds (or held) an export's lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {
     pub run_id: String,
-    /// `manual` or `schedule`.
-    pub trigger: String,
+    pub trigger: Trigger,
     pub pid: u32,
     pub started_at: String,
 }
@@ -26,7 +27,10 @@ impl std::fmt::Display for Holder {
         write!(
             f,
             "run {} ({}, process {}, started {})",
-            self.run_id, self.trigger, self.pid, self.started_at
+            self.run_id,
+            self.trigger.as_str(),
+            self.pid,
+            self.started_at
         )
     }
 }
@@ -150,7 +154,7 @@ mod tests {
     fn holder(run_id: &str) -> Holder {
         Holder {
             run_id: run_id.into(),
-            trigger: "manual".into(),
+            trigger: Trigger::Manual,
             pid: std::process::id(),
             started_at: "2026-11-28T03:00:00Z".into(),
         }

@@ -9,7 +9,7 @@ use datafusion::arrow::array::{ArrayRef, BooleanArray, Date32Array, Float64Array
 use datafusion::parquet::arrow::ArrowWriter;
 use serde_json::Value;
 
-use crate::support::{KEY, LIST, bin, emulator};
+use crate::support::{KEY, LIST, bin, emulator, output};
 
 const KEY_VAR: &str = "CM_EXPORT_TEST_KEY";
 
@@ -108,20 +108,14 @@ base-url = "{}"
     }
 
     async fn cm(&self, args: &[&str]) -> (i32, String, String) {
-        let output = tokio::process::Command::new(bin())
+        let mut command = tokio::process::Command::new(bin());
+        command
             .args(args)
             .env(KEY_VAR, KEY)
             .env("RUST_LOG", "cm_export=debug")
             .env_remove("CM_EXPORT_CONNECTIONS")
-            .current_dir(self.dir.path())
-            .output()
-            .await
-            .unwrap();
-        (
-            output.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+            .current_dir(self.dir.path());
+        output(command).await
     }
 
     fn report(&self) -> Value {

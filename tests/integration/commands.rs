@@ -4,24 +4,18 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::support::{KEY, LIST, bin, emulator};
+use crate::support::{KEY, LIST, bin, emulator, output};
 
 const KEY_VAR: &str = "CM_COMMANDS_TEST_KEY";
 
 async fn cm(dir: &Path, key: &str, args: &[&str]) -> (i32, String, String) {
-    let output = tokio::process::Command::new(bin())
+    let mut command = tokio::process::Command::new(bin());
+    command
         .args(args)
         .env(KEY_VAR, key)
         .env_remove("CM_EXPORT_CONNECTIONS")
-        .current_dir(dir)
-        .output()
-        .await
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+        .current_dir(dir);
+    output(command).await
 }
 
 /// `pipelines/connections.toml` with a connection `cm` on `base_url`.

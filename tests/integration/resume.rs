@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{KEY, LIST, active_emails, bin, emulator_with, wait_for_imports};
+use crate::support::{KEY, LIST, active_emails, bin, emulator_with, output, wait_for_imports};
 
 const PIPELINE: &str = r#"
 [source]
@@ -116,15 +116,6 @@ async fn a_killed_run_resumes_where_it_stopped() {
         after.lists[LIST].imported_existing
     );
     assert_eq!(after.subscribers_received - after.lists[LIST].imported_existing, unique);
-}
-
-async fn output(mut command: tokio::process::Command) -> (i32, String, String) {
-    let out = command.output().await.unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[tokio::test]

@@ -404,7 +404,7 @@ async fn the_lock_is_shared_with_on_demand_runs_both_ways() {
     // An on-demand run holds the export when the time comes: the scheduled run is skipped.
     let manual = Holder {
         run_id: "20261128T025950Z-abcd".into(),
-        trigger: "manual".into(),
+        trigger: Trigger::Manual,
         pid: std::process::id(),
         started_at: "2026-11-28T02:59:50Z".into(),
     };

@@ -70,3 +70,13 @@ pub async fn wait_for_imports(emulator: &Emulator, calls: u64) {
     }
     panic!("the run did not send {calls} batches");
 }
+
+/// Runs a command to its end: exit code (-1 for a signal), stdout, stderr.
+pub async fn output(mut command: tokio::process::Command) -> (i32, String, String) {
+    let out = command.output().await.unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

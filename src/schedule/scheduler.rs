@@ -94,8 +94,6 @@ pub enum ScheduleError {
 
 struct Export {
     standing: Standing,
-    /// What the log last said of it, so a reload that changes nothing says nothing.
-    said: String,
     next: Option<DateTime<Utc>>,
 }
 
@@ -294,9 +292,9 @@ impl Scheduler {
         }
         for (name, definition) in &definitions {
             let standing = Standing::of(definition, &self.connections);
-            let said = describe(&standing);
             let previous = self.exports.get(name);
-            let unchanged = previous.is_some_and(|p| p.said == said)
+            // A reload that changes nothing says nothing.
+            let unchanged = previous.is_some_and(|p| describe(&p.standing) == describe(&standing))
                 && self.definitions.get(name).map(|d| &d.signature) == Some(&definition.signature);
             let next = match (&standing, previous) {
                 // A schedule that did not change keeps its next time: a reload must not skip a time that is due.
@@ -323,7 +321,7 @@ impl Scheduler {
                 }
                 self.announce(name, definition, &standing, next);
             }
-            self.exports.insert(name.clone(), Export { standing, said, next });
+            self.exports.insert(name.clone(), Export { standing, next });
         }
         self.definitions = definitions;
     }

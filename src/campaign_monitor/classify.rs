@@ -145,7 +145,7 @@ mod tests {
     }
 
     fn fixture(name: &str) -> String {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/cm-fixtures/");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/");
         std::fs::read_to_string(format!("{dir}{name}")).unwrap()
     }
 

@@ -223,7 +223,7 @@ mod tests {
 
     fn fixture<T: DeserializeOwned>(name: &str) -> T {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/cm-fixtures")
+            .join("tests/fixtures")
             .join(name);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))

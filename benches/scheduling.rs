@@ -7,8 +7,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use cm_export::config::Pipeline;
-use cm_export::export::{RunStatus, Trigger};
-use cm_export::state::{ExportLock, History, HistoryEntry, Holder};
+use cm_export::state::{ExportLock, History, HistoryEntry, Holder, RunStatus, Trigger};
 use divan::{Bencher, black_box};
 
 fn main() {

@@ -1,26 +1,36 @@
 //! `cm-export`: export segments of unified customer profiles from Parquet to Campaign
 //! Monitor subscriber lists.
 //!
-//! The modules follow the data:
+//! The modules, highest layer first: each imports only modules listed below it.
 //!
-//! - [`config`]: pipeline (`pipelines/NAME.toml`) and connection (`connections.toml`)
-//!   definitions, parsed strictly into checked types before any other I/O.
-//! - [`source`]: registers a Parquet file, folder (Hive partitions) or glob as a table.
-//! - [`segment`]: runs segment SQL read-only, registers each segment as a view, and builds
-//!   the export query that projects the mapped columns.
-//! - [`members`]: normalises, validates and dedupes addresses; pure and hot.
-//! - [`campaign_monitor`]: the API's wire types, the client and the pure classifier of
-//!   its answers.
+//! - [`schedule`]: the long-running scheduler: cron times, reloading the folder, cancelling
+//!   runs whose definition or connection went away; alerts after its runs.
+//! - [`alert`]: failure alerts to a webhook, sent by the run's caller (CLI, scheduler).
+//! - [`export`]: one run, in stages (`export/run.rs` strings them together):
+//!   - `preflight`: credentials, SQL and schema, the list and its fields, the cap;
+//!   - `checkpoint`: the fingerprint that guards `--resume`, the journal of accepted batches;
+//!   - `batcher`: scan, extract, dedupe, cut batches by count and bytes;
+//!   - `dispatch`: imports in flight under the adaptive `concurrency` and the rate `gate`,
+//!     each sent (`send`) with retries;
+//!   - `tally`: the one owner of counts and of the rejects file;
+//!
+//!   and `plan` / `validate`, which do all of that but send.
 //! - [`emulator`]: a protocol-faithful Campaign Monitor emulator with fault injection,
 //!   used by `--sandbox`, the tests and the benchmarks.
-//! - [`export`]: the run itself: the stream of stages, sending with retries, the report and
-//!   the rejects file; also `plan` and `validate`.
-//! - [`state`]: the state folder: per run what it started on and the journal of accepted
-//!   batches that lets an interrupted run resume; per export the lock that keeps runs from
-//!   overlapping; the history of every run (embedded store).
-//! - [`schedule`]: the long-running scheduler: cron times, reloading the folder, cancelling
-//!   runs whose definition or connection went away.
-//! - [`alert`]: failure alerts to a webhook.
+//! - [`state`]: the state folder: run records (report, status, trigger), per run its
+//!   fingerprint and journal, per export its lock, the history of every run; owner-only,
+//!   atomically written files.
+//! - [`segment`]: runs segment SQL read-only, registers each segment as a view, and builds
+//!   the export query that projects the mapped columns.
+//! - [`source`]: the snapshot's files, decided by one listing, registered as a table.
+//! - [`engine`]: where queries run: DataFusion on threads with deep stacks.
+//! - [`config`]: pipeline (`pipelines/NAME.toml`) and connection (`connections.toml`)
+//!   definitions, parsed strictly into checked types before any other I/O.
+//! - [`members`]: normalises, validates and dedupes addresses; pure and hot.
+//! - [`campaign_monitor`]: the API's wire types, the client, the pure classifier of its
+//!   answers, and the one check of URLs the tool sends to.
+//! - [`retry`]: capped exponential backoff with jitter, and the one retry loop.
+//! - [`error_text`]: errors as one line, with values from the data masked.
 //! - [`sample`]: synthetic unified profiles as Parquet, for the quickstart and benchmarks.
 //!
 //! The command line lives with the binary (`src/main.rs`, `src/cli/`): it parses, loads,
@@ -30,8 +40,11 @@ pub mod alert;
 pub mod campaign_monitor;
 pub mod config;
 pub mod emulator;
+pub mod engine;
+pub mod error_text;
 pub mod export;
 pub mod members;
+pub mod retry;
 pub mod sample;
 pub mod schedule;
 pub mod segment;

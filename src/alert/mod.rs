@@ -3,7 +3,5 @@
 //! or else of its connection.
 
 mod send;
-mod url;
 
-pub use send::{AlertError, Summary, notify};
-pub use url::WebhookUrl;
+pub use send::{AlertError, Summary, after_run, default_backoff, notify};

@@ -1,13 +1,13 @@
 //! POST the summary, retrying while the receiver is unreachable or busy.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::WebhookUrl;
-use crate::export::{Backoff, Report};
-use crate::state::HistoryEntry;
+use crate::config::{Connection, Pipeline, WebhookUrl};
+use crate::error_text::chain;
+use crate::retry::{Attempt, Backoff, retry};
+use crate::state::{HistoryEntry, Report};
 
 /// What the webhook receives: the run's history entry (status, counts, times, why, the
 /// report's path) and where it sent to; nothing personal or secret.
@@ -27,14 +27,14 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn of(report: &Report, report_path: &Path) -> Self {
+    pub fn of(report: &Report) -> Self {
         let status = serde_json::to_value(report.status)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
         Self {
             event: format!("cm-export.run.{status}"),
-            run: HistoryEntry::of(report, report_path),
+            run: HistoryEntry::of(report),
             connection: report.connection.clone(),
             display_name: report.display_name.clone(),
             list_id: report.list_id.clone(),
@@ -82,6 +82,33 @@ fn classify(outcome: &Result<u16, String>) -> Next {
     }
 }
 
+/// After a run: a failed or cancelled one alerts the pipeline's webhook, else its
+/// connection's. The run's callers (the command line, the scheduler) call this, not the run.
+/// A webhook that cannot be reached is logged; the run's outcome stands.
+pub async fn after_run(pipeline: &Pipeline, connection: &Connection, report: &Report, backoff: &Backoff) {
+    if !report.status.alerts() {
+        return;
+    }
+    let Some(url) = pipeline.alert_webhook.as_ref().or(connection.alert_webhook.as_ref()) else {
+        return;
+    };
+    match notify(url, &Summary::of(report), backoff).await {
+        Ok(()) => tracing::info!(%url, "alert sent"),
+        Err(error) => tracing::error!("{}", chain(&error)),
+    }
+}
+
+/// How alerts retry: about two minutes of a receiver being away, then the alert is logged
+/// as lost.
+pub fn default_backoff() -> Backoff {
+    Backoff {
+        base: Duration::from_secs(1),
+        cap: Duration::from_secs(30),
+        max_retries: 5,
+        max_rate_limit_wait: Duration::from_secs(30),
+    }
+}
+
 /// Posts `summary` to `url`: up to `backoff.max_retries` retries.
 pub async fn notify(url: &WebhookUrl, summary: &Summary, backoff: &Backoff) -> Result<(), AlertError> {
     let client = reqwest::Client::builder()
@@ -93,36 +120,47 @@ pub async fn notify(url: &WebhookUrl, summary: &Summary, backoff: &Backoff) -> R
             attempts: 0,
             reason: e.to_string(),
         })?;
-    let mut retry = 0;
-    loop {
-        let outcome = client
-            .post(url.as_url().clone())
-            .json(summary)
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
+    let mut attempts = 0;
+    let outcome = retry(backoff, || {
+        attempts += 1;
+        let sent = client.post(url.as_url().clone()).json(summary).send();
+        async move {
             // Without the URL: it holds the hook's secret.
-            .map_err(|e| crate::export::chain(&e.without_url()));
-        match classify(&outcome) {
-            Next::Done => return Ok(()),
-            Next::GiveUp(status) => {
-                return Err(AlertError::Refused {
-                    url: url.clone(),
-                    status,
-                });
+            let outcome = sent
+                .await
+                .map(|r| r.status().as_u16())
+                .map_err(|e| chain(&e.without_url()));
+            match classify(&outcome) {
+                Next::Done => Attempt::Done(Ok(())),
+                Next::GiveUp(status) => Attempt::Done(Err(Next::GiveUp(status))),
+                Next::Retry(reason) => Attempt::Retry {
+                    error: Next::Retry(reason),
+                    wait: None,
+                },
             }
-            Next::Retry(reason) if retry >= backoff.max_retries => {
-                return Err(AlertError::Unreachable {
-                    url: url.clone(),
-                    attempts: retry + 1,
-                    reason,
-                });
-            }
-            Next::Retry(reason) => {
-                retry += 1;
-                tracing::debug!(retry, %url, "alert webhook: {reason}; retrying");
-                tokio::time::sleep(backoff.delay(retry, rand::random())).await;
-            }
+        }
+    })
+    .await;
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(Next::GiveUp(status)) => Err(AlertError::Refused {
+            url: url.clone(),
+            status,
+        }),
+        Err(last) => Err(AlertError::Unreachable {
+            url: url.clone(),
+            attempts,
+            reason: last.to_string(),
+        }),
+    }
+}
+
+impl std::fmt::Display for Next {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Next::Done => f.write_str("delivered"),
+            Next::Retry(reason) => f.write_str(reason),
+            Next::GiveUp(status) => write!(f, "HTTP {status}"),
         }
     }
 }

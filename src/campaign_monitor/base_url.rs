@@ -16,6 +16,36 @@ pub enum BaseUrlError {
     InsecureHost(String),
     #[error("`{0}` must use https")]
     Scheme(String),
+    /// The URL is not repeated: its user name or password may be a secret.
+    #[error(
+        "holds a user name or password; remove them from the URL (credentials belong in `api-key-env`, `api-key-file` or `[NAME.oauth]`)"
+    )]
+    Credentials,
+}
+
+/// Why a URL may not carry data off this machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Insecure {
+    /// `user:pass@`: a secret in a URL ends up in logs and error messages.
+    Credentials,
+    /// Plain http to another machine.
+    PlainHttp,
+    /// Neither http nor https, or no host.
+    Scheme,
+}
+
+/// The one check for every URL the tool sends to (API base, webhooks): https anywhere, plain
+/// http only to this machine, never a user name or password.
+pub fn check_secure(url: &Url) -> Result<(), Insecure> {
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Insecure::Credentials);
+    }
+    match url.scheme() {
+        "https" if url.host().is_some() => Ok(()),
+        "http" if is_loopback(url) => Ok(()),
+        "http" => Err(Insecure::PlainHttp),
+        _ => Err(Insecure::Scheme),
+    }
 }
 
 /// A checked base URL such as `https://api.createsend.com/api/v3.3`, without a trailing slash.
@@ -24,14 +54,18 @@ pub struct BaseUrl(Url);
 
 impl BaseUrl {
     pub fn parse(text: &str) -> Result<Self, BaseUrlError> {
-        let url = Url::parse(text).map_err(|_| BaseUrlError::Invalid(text.to_owned()))?;
-        match url.scheme() {
-            "https" => {}
-            "http" if is_loopback(&url) => {}
-            "http" => return Err(BaseUrlError::InsecureHost(text.to_owned())),
-            _ => return Err(BaseUrlError::Scheme(text.to_owned())),
+        let url = Url::parse(text).map_err(|_| match text.contains('@') {
+            // It may be a URL with a secret in it that failed to parse: do not echo it.
+            true => BaseUrlError::Credentials,
+            false => BaseUrlError::Invalid(text.to_owned()),
+        })?;
+        match check_secure(&url) {
+            Ok(()) => {}
+            Err(Insecure::Credentials) => return Err(BaseUrlError::Credentials),
+            Err(Insecure::PlainHttp) => return Err(BaseUrlError::InsecureHost(text.to_owned())),
+            Err(Insecure::Scheme) => return Err(BaseUrlError::Scheme(text.to_owned())),
         }
-        if url.host().is_none() || url.cannot_be_a_base() {
+        if url.cannot_be_a_base() {
             return Err(BaseUrlError::Invalid(text.to_owned()));
         }
         Ok(Self(url))
@@ -102,6 +136,16 @@ mod tests {
         ));
         assert!(matches!(BaseUrl::parse("ftp://x/api"), Err(BaseUrlError::Scheme(_))));
         assert!(matches!(BaseUrl::parse("not a url"), Err(BaseUrlError::Invalid(_))));
+        for with_secret in [
+            "https://user:hunter2@api.createsend.com/api/v3.3",
+            "http://key-123@127.0.0.1:8080/api/v3.3",
+            "https://:hunter2@api.createsend.com/api/v3.3",
+        ] {
+            let err = BaseUrl::parse(with_secret).unwrap_err();
+            assert_eq!(err, BaseUrlError::Credentials, "{with_secret}");
+            let text = err.to_string();
+            assert!(!text.contains("hunter2") && !text.contains("key-123"), "{text}");
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ use super::types::{
     ApiErrorBody, CustomField, ListDetails, ListStats, NewCustomField, OAuthTokens, SubscriberDetails, SubscriberPage,
     SystemDate,
 };
+use crate::retry::{Attempt, Backoff, retry};
 
 /// Connect and request timeouts.
 #[derive(Debug, Clone, Copy)]
@@ -381,4 +382,23 @@ struct ApiEmail<'a> {
 
 fn is_expired_token(response: &Response) -> bool {
     serde_json::from_slice::<ApiErrorBody>(&response.body).is_ok_and(|b| b.code == 121)
+}
+
+/// Runs a typed API call, retrying while the API is unavailable (5xx, 429, timeouts,
+/// dropped connections), with the same backoff as imports.
+pub async fn retry_call<T, F, Fut>(backoff: &Backoff, mut call: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    retry(backoff, || {
+        let call = call();
+        async move {
+            match call.await {
+                Err(error @ ApiError::Unavailable { .. }) => Attempt::Retry { error, wait: None },
+                done => Attempt::Done(done),
+            }
+        }
+    })
+    .await
 }

@@ -41,6 +41,26 @@ pub enum Credentials {
     },
 }
 
+impl Credentials {
+    /// Who these credentials sign in as, without the secret: an API key by a digest of it (a
+    /// key is long and random, so its digest reveals nothing); OAuth tokens are replaced on
+    /// every refresh, so only their kind is stable.
+    pub fn account(&self) -> String {
+        use sha2::Digest as _;
+        match self {
+            Credentials::ApiKey(key) => {
+                let digest = sha2::Sha256::new()
+                    .chain_update(b"cm-export account\n")
+                    .chain_update(key.expose().as_bytes())
+                    .finalize();
+                let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+                format!("api key sha256:{hex}")
+            }
+            Credentials::OAuth { .. } => "oauth".to_owned(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,6 +76,12 @@ mod tests {
             Secret::new("k-789"),
             Credentials::ApiKey(Secret::new("k-789"))
         );
+        let account = Credentials::ApiKey(Secret::new("k-789")).account();
+        assert!(
+            account.starts_with("api key sha256:") && !account.contains("k-789"),
+            "{account}"
+        );
+        assert_ne!(account, Credentials::ApiKey(Secret::new("k-780")).account());
         for secret in ["tok-123", "ref-456", "k-789"] {
             assert!(!shown.contains(secret), "{shown}");
         }

@@ -8,10 +8,12 @@ mod credentials;
 mod import;
 pub mod types;
 
-pub(crate) use base_url::is_loopback;
-pub use base_url::{BaseUrl, BaseUrlError, DEFAULT_BASE_URL};
+pub use base_url::{BaseUrl, BaseUrlError, DEFAULT_BASE_URL, Insecure, check_secure};
 pub use classify::{ApiFailure, Class, RateLimit, Response, TransportError, TransportErrorKind, classify};
-pub use client::{ApiError, Client, ClientOptions};
+pub use client::{ApiError, Client, ClientOptions, retry_call};
 pub use credentials::{Credentials, Secret};
-pub use import::{BatchSizeError, ConsentToTrack, ImportBatch, ImportField, ImportSubscriber, MAX_IMPORT_BATCH};
+pub use import::{
+    BatchSizeError, ConsentToTrack, ImportBatch, ImportField, ImportSubscriber, MAX_IMPORT_BATCH, MAX_REQUEST_BYTES,
+    MAX_SUBSCRIBER_BYTES,
+};
 pub use types::MemberState;

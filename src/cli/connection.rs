@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::Subcommand;
 use cm_export::campaign_monitor::{ApiError, Client, ClientOptions};
 use cm_export::config::{Connection, Connections, CredentialSource, UsableBy};
-use cm_export::export::Backoff;
+use cm_export::retry::Backoff;
 
 use super::table::Table;
 
@@ -128,7 +128,7 @@ async fn test(connection: &Connection, list_id: Option<&str>) -> anyhow::Result<
         max_retries: 3,
         ..Backoff::default()
     };
-    let date = match cm_export::export::retry_call(&backoff, || client.system_date()).await {
+    let date = match cm_export::campaign_monitor::retry_call(&backoff, || client.system_date()).await {
         Ok(date) => date,
         Err(error @ ApiError::Api(_)) => return failed("the credentials were not accepted", plain(&error)),
         Err(error) => {
@@ -145,11 +145,11 @@ async fn test(connection: &Connection, list_id: Option<&str>) -> anyhow::Result<
     let Some(list_id) = list_id else {
         return Ok(0);
     };
-    let details = match cm_export::export::retry_call(&backoff, || client.list_details(list_id)).await {
+    let details = match cm_export::campaign_monitor::retry_call(&backoff, || client.list_details(list_id)).await {
         Ok(details) => details,
         Err(error) => return failed(&format!("list `{list_id}` cannot be used"), plain(&error)),
     };
-    let stats = match cm_export::export::retry_call(&backoff, || client.list_stats(list_id)).await {
+    let stats = match cm_export::campaign_monitor::retry_call(&backoff, || client.list_stats(list_id)).await {
         Ok(stats) => stats,
         Err(error) => return failed(&format!("list `{list_id}` has no statistics"), plain(&error)),
     };
@@ -177,6 +177,6 @@ fn plain(error: &ApiError) -> String {
                 failure.message, failure.code, failure.status
             ),
         },
-        other => cm_export::export::chain(other),
+        other => cm_export::error_text::chain(other),
     }
 }

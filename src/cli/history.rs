@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use cm_export::export::Report;
+use cm_export::state::Report;
 use cm_export::state::{History, HistoryEntry};
 
 use super::table::Table;

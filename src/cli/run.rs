@@ -91,6 +91,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     };
     let report = export::run(&pipeline, &connection, credentials.as_ref(), &options, stop).await?;
     println!("{}", report.summary());
+    cm_export::alert::after_run(&pipeline, &connection, &report, &cm_export::alert::default_backoff()).await;
     if let Some(emulator) = emulator {
         let active = emulator
             .with_list(&pipeline.destination.list_id, |list| {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::error::ConfigError;
-use crate::alert::WebhookUrl;
+use super::webhook_url::WebhookUrl;
 use crate::campaign_monitor::{BaseUrl, Credentials, DEFAULT_BASE_URL, Secret};
 
 /// The environment variable that names the connections file.

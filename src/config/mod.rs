@@ -5,8 +5,10 @@ mod connection;
 mod error;
 mod pipeline;
 mod schedule;
+mod webhook_url;
 
 pub use connection::{CONNECTIONS_ENV, Connection, Connections, CredentialSource, UsableBy};
 pub use error::ConfigError;
 pub use pipeline::{Consent, Destination, Mapping, Options, Pipeline, Segment, Source};
 pub use schedule::Schedule;
+pub use webhook_url::WebhookUrl;

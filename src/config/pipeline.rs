@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::error::ConfigError;
 use super::schedule::{Schedule, ScheduleWire};
-use crate::alert::WebhookUrl;
+use super::webhook_url::WebhookUrl;
 use crate::campaign_monitor::{ConsentToTrack, MAX_IMPORT_BATCH};
 
 /// The whole file, as written.

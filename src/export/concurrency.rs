@@ -1,20 +1,29 @@
-//! How many imports may be in flight: halved on a 429, lowered when answers slow down,
-//! raised by one for each answer that comes back quickly, never above the configured
+//! How many imports may be in flight: halved on a 429, cut by a quarter when answers become
+//! much slower than usual, raised by one for every other answer, never above the configured
 //! `concurrency`.
+//!
+//! "Usual" is a long average of latency, not its best: an API's latency jitters (20 to 200 ms
+//! is ordinary), and against the best answer ever seen a merely typical one looks slow, so
+//! the limit fell to one request in flight. Against the long average, noise cancels out and
+//! only a sustained slowdown (an overloaded server) lowers the limit.
 
 use std::time::Duration;
 
-/// Weight of the newest answer in the smoothed latency.
-const SMOOTHING: f64 = 0.2;
-/// Slower than this many times the best smoothed latency seen counts as rising latency.
+/// Weight of the newest answer in the short average (about the last 5 answers).
+const SHORT: f64 = 0.2;
+/// Weight of the newest answer in the long average (about the last 50 answers).
+const LONG: f64 = 0.02;
+/// The short average this many times the long one counts as a slowdown.
 const SLOW: f64 = 2.0;
 
 #[derive(Debug, Clone)]
 pub struct Concurrency {
     max: usize,
     current: usize,
-    smoothed: Option<f64>,
-    best: Option<f64>,
+    short: Option<f64>,
+    long: Option<f64>,
+    /// Answers since the limit was last lowered: one cut per round of answers in flight.
+    since_cut: usize,
 }
 
 impl Concurrency {
@@ -22,8 +31,9 @@ impl Concurrency {
         Self {
             max: max.max(1),
             current: max.max(1),
-            smoothed: None,
-            best: None,
+            short: None,
+            long: None,
+            since_cut: 0,
         }
     }
 
@@ -33,26 +43,36 @@ impl Concurrency {
 
     /// Takes one batch's outcome: whether it met a 429, and how long its last request took.
     pub fn on_answer(&mut self, rate_limited: bool, latency: Duration) {
+        self.since_cut += 1;
         if rate_limited {
-            self.current = (self.current / 2).max(1);
+            self.cut(self.current / 2);
             return;
         }
         let secs = latency.as_secs_f64();
-        let smoothed = self.smoothed.map_or(secs, |s| s + SMOOTHING * (secs - s));
-        self.smoothed = Some(smoothed);
-        let best = self.best.map_or(smoothed, |b| b.min(smoothed));
-        self.best = Some(best);
-        if smoothed > SLOW * best {
-            self.current = self.current.saturating_sub(1).max(1);
+        let short = self.short.map_or(secs, |s| s + SHORT * (secs - s));
+        let long = self.long.map_or(secs, |l| l + LONG * (secs - l));
+        self.short = Some(short);
+        self.long = Some(long);
+        if short > SLOW * long {
+            // Those in flight were sent under the old limit: their answers say nothing new.
+            if self.since_cut > self.current {
+                self.cut(self.current - self.current / 4);
+            }
         } else if self.current < self.max {
             self.current += 1;
         }
+    }
+
+    fn cut(&mut self, to: usize) {
+        self.current = to.clamp(1, self.max);
+        self.since_cut = 0;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::{Rng, SeedableRng};
 
     const FAST: Duration = Duration::from_millis(10);
 
@@ -74,15 +94,35 @@ mod tests {
     }
 
     #[test]
-    fn backs_off_while_latency_rises() {
-        let mut c = Concurrency::new(8);
-        for _ in 0..5 {
+    fn holds_its_limit_when_latency_only_jitters() {
+        // 20 to 200 ms, as a real API answers: the limit must not collapse.
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        let mut c = Concurrency::new(32);
+        let mut lowest = usize::MAX;
+        for _ in 0..5000 {
+            c.on_answer(false, Duration::from_millis(rng.random_range(20..=200)));
+            lowest = lowest.min(c.current());
+        }
+        assert_eq!(c.current(), 32);
+        assert!(lowest >= 24, "fell to {lowest}");
+    }
+
+    #[test]
+    fn backs_off_while_the_server_slows_down() {
+        let mut c = Concurrency::new(16);
+        for _ in 0..200 {
             c.on_answer(false, FAST);
         }
-        for _ in 0..20 {
-            c.on_answer(false, Duration::from_millis(100));
+        let mut lowest = usize::MAX;
+        for _ in 0..60 {
+            c.on_answer(false, Duration::from_millis(400));
+            lowest = lowest.min(c.current());
         }
-        // Every answer slower than twice the best lowers the limit by one, down to one.
-        assert_eq!(c.current(), 1);
+        assert!(lowest <= 8, "{lowest}");
+        // Once the slower latency is the usual one, the limit climbs back.
+        for _ in 0..400 {
+            c.on_answer(false, Duration::from_millis(400));
+        }
+        assert_eq!(c.current(), 16);
     }
 }

@@ -33,8 +33,9 @@ pub enum ExportError {
         "the export would send {members} distinct members, over `options.max-profiles` = {max}; nothing was sent. Narrow the segment or raise the cap"
     )]
     OverCap { members: u64, max: u64 },
-    #[error("cannot read the snapshot while exporting")]
-    Scan(#[source] datafusion::error::DataFusionError),
+    /// The data could not be read. `detail` has the values it quoted masked.
+    #[error("cannot read the snapshot while exporting: {detail}")]
+    Scan { detail: String },
     #[error("Campaign Monitor refused an import into list `{list_id}`; the run stopped")]
     Import {
         list_id: String,
@@ -57,17 +58,12 @@ pub enum ExportError {
     },
 }
 
-/// The error and its causes on one line: `a: b: c`.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
+impl ExportError {
+    /// A failure to read or evaluate the data: its text quotes values from the data, which
+    /// are masked here, before the error can reach a report, a log or an alert.
+    pub fn scan(error: datafusion::error::DataFusionError) -> Self {
+        Self::Scan {
+            detail: crate::error_text::redact(&crate::error_text::chain(&error)),
         }
-        source = cause.source();
     }
-    text
 }

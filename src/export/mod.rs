@@ -1,23 +1,26 @@
-//! The run: the stream of stages from the Parquet scan to the list, sending with retries
-//! under the API's rate limit, the report and the rejects file; and `plan` / `validate`.
+//! The run, in stages: preflight checks, the checkpoint, the batcher, the dispatcher and the
+//! tally (see `run.rs` for how they fit); sending with retries under the API's rate limit;
+//! and `plan` / `validate`.
 
+mod batcher;
+mod checkpoint;
 mod concurrency;
+mod dispatch;
 mod error;
 mod gate;
 mod plan;
+mod preflight;
 mod progress;
 mod rejects;
 mod removal;
-mod report;
-mod retry;
 mod run;
 mod send;
+mod tally;
 
-pub use error::{ExportError, chain};
+pub use error::ExportError;
 pub use plan::{Plan, plan, validate};
+pub use preflight::connect;
 pub use progress::ProgressMode;
 pub use rejects::{RejectsError, RejectsWriter};
 pub use removal::{Destination, removed};
-pub use report::{Rejected, Report, RunStatus, Trigger};
-pub use retry::{Backoff, retry_call};
-pub use run::{RunOptions, StopReason, check_cap, connect, new_run_id, now_rfc3339, run};
+pub use run::{RunOptions, StopReason, new_run_id, now_rfc3339, run};

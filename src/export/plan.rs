@@ -7,11 +7,12 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::error::ExportError;
+use super::preflight::check_cap;
 use super::progress::{Progress, ProgressMode};
-use super::run::check_cap;
 use crate::config::Pipeline;
+use crate::engine::{self, OnEngine};
 use crate::members::{Extractor, RejectReason, RowCounts, mask};
-use crate::segment::{self, segment_frame};
+use crate::segment::{self, SegmentError, segment_frame};
 
 const SAMPLES: usize = 5;
 
@@ -57,29 +58,27 @@ impl Plan {
 
 /// Counts, rejects and samples of an export, without sending a member.
 pub async fn plan(pipeline: &Pipeline, progress: ProgressMode) -> Result<Plan, ExportError> {
-    let prepared = segment::prepare(pipeline).await?;
-    let mut segments = BTreeMap::new();
-    for segment in &pipeline.segments {
-        let rows = segment_frame(&prepared.ctx, &segment.name)
-            .await?
-            .count()
-            .await
-            .map_err(ExportError::Scan)?;
-        segments.insert(segment.name.clone(), rows as u64);
-    }
-    let rows_expected = check_cap(&prepared, pipeline.options.max_profiles).await?;
+    let owned = pipeline.clone();
+    let (query, segments, rows_expected) = engine::run(async move {
+        let query = segment::prepare(&owned).await?;
+        let mut segments = BTreeMap::new();
+        for segment in &owned.segments {
+            let frame = segment_frame(&query.ctx, &segment.name).await?;
+            let rows = frame.count().await.map_err(ExportError::scan)?;
+            segments.insert(segment.name.clone(), rows as u64);
+        }
+        let rows_expected = check_cap(&query, owned.options.max_profiles).await?;
+        Ok::<_, ExportError>((OnEngine::new(query), segments, rows_expected))
+    })
+    .await?;
+    let source_files = query.get().snapshot.files.len();
     let progress = Progress::start(progress, rows_expected, &pipeline.name);
-    let mut extractor = Extractor::new(prepared.layout.clone());
-    let mut stream = prepared
-        .export
-        .clone()
-        .execute_stream()
-        .await
-        .map_err(ExportError::Scan)?;
+    let mut extractor = Extractor::new(query.get().layout.clone());
+    let mut stream = engine::stream(query, |query| query.export.clone());
     let mut rows = RowCounts::default();
     let mut samples = Vec::new();
     while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(ExportError::Scan)?;
+        let batch = batch.map_err(ExportError::scan)?;
         let counts = extractor
             .extract(
                 &batch,
@@ -101,7 +100,7 @@ pub async fn plan(pipeline: &Pipeline, progress: ProgressMode) -> Result<Plan, E
                 },
                 |_| {},
             )
-            .map_err(|e| ExportError::Scan(e.into()))?;
+            .map_err(|e| ExportError::scan(e.into()))?;
         progress.counters.rows.fetch_add(counts.rows, Ordering::Relaxed);
         rows.add(&counts);
     }
@@ -110,7 +109,7 @@ pub async fn plan(pipeline: &Pipeline, progress: ProgressMode) -> Result<Plan, E
     Ok(Plan {
         export: pipeline.name.clone(),
         list_id: pipeline.destination.list_id.clone(),
-        source_files: prepared.snapshot.files.len(),
+        source_files,
         segments,
         rows_matched: rows.rows,
         members_unique: rows.unique,
@@ -126,8 +125,19 @@ pub async fn plan(pipeline: &Pipeline, progress: ProgressMode) -> Result<Plan, E
     })
 }
 
-/// Checks SQL and schema: plans every segment and the export query, reads no rows.
+/// Checks SQL and schema exactly as a run plans them: every segment, the export query, and
+/// its physical plan (the optimiser included); reads no rows.
 pub async fn validate(pipeline: &Pipeline) -> Result<(), ExportError> {
-    segment::prepare(pipeline).await?;
-    Ok(())
+    let pipeline = pipeline.clone();
+    engine::run(async move {
+        let query = segment::prepare(&pipeline).await?;
+        query.export.clone().create_physical_plan().await.map_err(|source| {
+            ExportError::Segment(SegmentError::Plan {
+                segments: pipeline.destination.segments.join(", "),
+                source,
+            })
+        })?;
+        Ok(())
+    })
+    .await
 }

@@ -7,9 +7,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::gate::RateGate;
-use super::retry::Backoff;
 use crate::campaign_monitor::types::{ImportFailure, ImportResult};
 use crate::campaign_monitor::{ApiFailure, Class, Client, ImportBatch, classify};
+use crate::retry::Backoff;
 
 /// How a batch ended.
 #[derive(Debug)]
@@ -55,6 +55,10 @@ impl Sender {
             gate: RateGate::default(),
             rng: Mutex::new(SmallRng::from_os_rng()),
         }
+    }
+
+    pub fn list_id(&self) -> &str {
+        &self.list_id
     }
 
     fn unit(&self) -> f64 {

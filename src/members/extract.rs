@@ -27,6 +27,15 @@ pub struct Layout {
     pub fields: Vec<(String, String, usize)>,
 }
 
+impl Layout {
+    /// The custom field keys to send, in the mapping's order: the list's own spelling of them.
+    pub fn set_keys(&mut self, keys: Vec<String>) {
+        for ((key, _, _), list_key) in self.fields.iter_mut().zip(keys) {
+            *key = list_key;
+        }
+    }
+}
+
 /// What happened to the rows of one or more batches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RowCounts {

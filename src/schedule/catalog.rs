@@ -73,7 +73,7 @@ pub fn read_definitions(dir: &Path, connections_file: &Path) -> Result<BTreeMap<
         let Ok(text) = std::fs::read_to_string(&file) else {
             continue;
         };
-        let parsed = Pipeline::parse(&file, &text).map_err(|e| crate::export::chain(&e));
+        let parsed = Pipeline::parse(&file, &text).map_err(|e| crate::error_text::chain(&e));
         let mut signature = text;
         for segment in parsed.iter().flat_map(|p| &p.segments) {
             signature.push('\0');
@@ -93,5 +93,5 @@ pub fn read_definitions(dir: &Path, connections_file: &Path) -> Result<BTreeMap<
 
 /// The connections file, or why it cannot be used.
 pub fn read_connections(file: &Path) -> Result<Connections, String> {
-    Connections::load_or_empty(file).map_err(|e| crate::export::chain(&e))
+    Connections::load_or_empty(file).map_err(|e| crate::error_text::chain(&e))
 }

@@ -11,9 +11,12 @@ use tokio::task::JoinSet;
 
 use super::catalog::{Definition, Standing, read_connections, read_definitions};
 use super::clock::Clock;
+use crate::alert;
 use crate::config::{Connections, Pipeline, Schedule};
-use crate::export::{self, ExportError, RunOptions, RunStatus, StopReason, Trigger, chain, new_run_id, now_rfc3339};
-use crate::state::{ExportLock, History, HistoryEntry, Holder, LockError};
+use crate::error_text::chain;
+use crate::export::{self, ExportError, RunOptions, StopReason, new_run_id, now_rfc3339};
+use crate::retry::Backoff;
+use crate::state::{ExportLock, History, HistoryEntry, Holder, LockError, RunStatus, Trigger};
 
 /// How the scheduler runs, beyond what the definitions say.
 #[derive(Debug, Clone)]
@@ -26,6 +29,8 @@ pub struct ScheduleOptions {
     pub reload_every: Duration,
     /// For every run; its state folder defaults to `.cm-export/` in the folder, as for `run`.
     pub run: RunOptions,
+    /// Retries of a failed or cancelled run's alert.
+    pub alert_backoff: Backoff,
 }
 
 impl ScheduleOptions {
@@ -35,6 +40,7 @@ impl ScheduleOptions {
             connections: None,
             reload_every: Duration::from_secs(2),
             run: RunOptions::default(),
+            alert_backoff: alert::default_backoff(),
         }
     }
 }
@@ -424,9 +430,13 @@ impl Scheduler {
         };
         let task_name = name.to_owned();
         let task_run_id = run_id.clone();
+        let alert_backoff = self.options.alert_backoff;
         let task = self.tasks.spawn(async move {
             match export::run(&pipeline, &connection, None, &options, stop_signal).await {
-                Ok(report) => report.status,
+                Ok(report) => {
+                    alert::after_run(&pipeline, &connection, &report, &alert_backoff).await;
+                    report.status
+                }
                 // Another process (an on-demand run) holds the export; the history says so.
                 Err(ExportError::Lock(held @ LockError::Held { .. })) => {
                     tracing::warn!(export = %task_name, run_id = %task_run_id, "skipped: {held}");

@@ -7,7 +7,13 @@ use datafusion::common::TableReference;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::{DataFrame, Expr, SQLOptions, SessionConfig, SessionContext, cast, ident, lit, to_char};
 
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlan;
+
 use crate::config::{Consent, Pipeline};
+use crate::engine;
 use crate::members::{Layout, is_string_type};
 use crate::source::{self, Snapshot, SourceError};
 
@@ -36,6 +42,10 @@ pub enum SegmentError {
         column: String,
         data_type: DataType,
     },
+    #[error(
+        "segment `{segment}` nests its expressions {depth} levels deep, past the {max} the engine plans safely; write long lists of `OR` terms as `column IN (...)`, or split the segment"
+    )]
+    TooDeep { segment: String, depth: usize, max: usize },
     #[error("cannot build the export query over segments {segments}")]
     Plan {
         segments: String,
@@ -61,13 +71,46 @@ fn read_only() -> SQLOptions {
         .with_allow_statements(false)
 }
 
-/// The session every command uses: Parquet filters pushed into the scan.
+/// The session every command uses: Parquet filters pushed into the scan; files in
+/// subfolders listed (`source` decides which may be read); and a listing cache large
+/// enough that every scan of a run reads the files its first listing found.
 pub fn session() -> SessionContext {
     let mut config = SessionConfig::new().with_information_schema(false);
     let options = config.options_mut();
     options.execution.parquet.pushdown_filters = true;
     options.execution.parquet.reorder_filters = true;
-    SessionContext::new_with_config(config)
+    options.execution.listing_table_ignore_subdirectory = false;
+    let caches = CacheManagerConfig::default().with_list_files_cache_limit(LISTING_CACHE_BYTES);
+    match RuntimeEnvBuilder::new().with_cache_manager(caches).build_arc() {
+        Ok(runtime) => SessionContext::new_with_config_rt(config, runtime),
+        // Building a runtime with default pools and stores does not fail in practice; if it
+        // did, a session without the larger cache still reads what it lists, only re-lists.
+        Err(_) => SessionContext::new_with_config(config),
+    }
+}
+
+/// Room for the listing of a snapshot of about a million files.
+const LISTING_CACHE_BYTES: usize = 256 * 1024 * 1024;
+
+/// The depth of the deepest expression in `plan`, walked without recursion.
+fn depth(plan: &LogicalPlan) -> usize {
+    let mut deepest = 0;
+    let mut plans = vec![plan];
+    while let Some(plan) = plans.pop() {
+        let _ = plan.apply_expressions(|top| {
+            let mut exprs: Vec<(&Expr, usize)> = vec![(top, 1)];
+            while let Some((expr, level)) = exprs.pop() {
+                deepest = deepest.max(level);
+                expr.apply_children(|child| {
+                    exprs.push((child, level + 1));
+                    Ok(TreeNodeRecursion::Continue)
+                })?;
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        plans.extend(plan.inputs());
+    }
+    deepest
 }
 
 pub async fn prepare(pipeline: &Pipeline) -> Result<Prepared, SegmentError> {
@@ -79,6 +122,14 @@ pub async fn prepare(pipeline: &Pipeline) -> Result<Prepared, SegmentError> {
             source,
         };
         let frame = ctx.sql_with_options(&segment.sql, read_only()).await.map_err(sql_err)?;
+        let depth = depth(frame.logical_plan());
+        if depth > engine::MAX_DEPTH {
+            return Err(SegmentError::TooDeep {
+                segment: segment.name.clone(),
+                depth,
+                max: engine::MAX_DEPTH,
+            });
+        }
         ctx.register_table(TableReference::bare(segment.name.as_str()), frame.into_view())
             .map_err(sql_err)?;
     }

@@ -1,14 +1,29 @@
-//! Registers the snapshot (a Parquet file, a folder with Hive partitions, or a glob) as a
-//! table in a DataFusion session. Everything that can be checked on disk is checked here,
-//! so a path that matches nothing fails before any query runs.
+//! The snapshot: one listing decides its files, and exactly those files are registered as
+//! the table, read, counted in the report and fingerprinted.
+//!
+//! - a file: that file;
+//! - a glob: the files it matches (`*` stays inside one folder; `data/*/*.parquet` crosses
+//!   one level), any extension;
+//! - a folder: every `.parquet` file below it, through DataFusion's own listing, whose
+//!   answer the session keeps for every later scan of the run; `key=value` folders are Hive
+//!   partitions and become string columns.
+//!
+//! What would make the table differ from what a person sees is refused, naming the file:
+//! a hidden file or folder (`.`/`_`: a write in progress, or a tool's bookkeeping), an empty
+//! file, or a file outside the partition layout of the others.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::common::TableReference;
+use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::ListingOptions;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::error::DataFusionError;
+use datafusion::object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
 
 use crate::config::Source;
 
@@ -16,19 +31,34 @@ use crate::config::Source;
 pub enum SourceError {
     #[error("source `{path}` matches nothing: {why}; check `source.path` (it is relative to the pipeline file)")]
     NoMatch { path: String, why: String },
-    #[error("cannot read the Parquet snapshot at `{path}`; is it a valid Parquet file?")]
+    #[error("cannot list the snapshot at `{path}`: {why}")]
+    List { path: String, why: String },
+    #[error("the snapshot at `{path}` holds `{file}`, {why}")]
+    Refused { path: String, file: String, why: String },
+    #[error("cannot read the Parquet snapshot at `{path}`; is every file in it a valid Parquet file?")]
     Unreadable {
         path: String,
         #[source]
-        source: datafusion::error::DataFusionError,
+        source: DataFusionError,
     },
 }
 
-/// What was found on disk.
+/// One file of the snapshot, as the listing saw it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotFile {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub modified_unix_ms: u128,
+    /// The store's entity tag, where it gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e_tag: Option<String>,
+}
+
+/// What the listing found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
-    /// Every Parquet file, sorted.
-    pub files: Vec<PathBuf>,
+    /// Every file the table reads, sorted by path.
+    pub files: Vec<SnapshotFile>,
     /// Hive partition columns (`key=value` folders), outermost first.
     pub partition_columns: Vec<String>,
 }
@@ -37,103 +67,77 @@ fn is_glob(path: &str) -> bool {
     path.contains(['*', '?', '['])
 }
 
-fn is_parquet(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+fn hidden(name: &str) -> bool {
+    name.starts_with('.') || name.starts_with('_')
 }
 
-fn hidden(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with('.') || n.starts_with('_'))
-}
-
-fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if hidden(&path) {
-            continue;
-        }
-        if path.is_dir() {
-            walk(&path, files)?;
-        } else if is_parquet(&path) {
-            files.push(path);
-        }
-    }
-    Ok(())
-}
-
-/// Lists the files a source path names, and the Hive partition columns of a folder.
-pub fn discover(path: &str) -> Result<Snapshot, SourceError> {
-    let no_match = |why: &str| SourceError::NoMatch {
-        path: path.to_owned(),
-        why: why.to_owned(),
-    };
-    if is_glob(path) {
-        let pattern = glob::glob(path).map_err(|e| no_match(&format!("bad glob pattern: {e}")))?;
-        let mut files: Vec<PathBuf> = pattern.filter_map(Result::ok).filter(|p| p.is_file()).collect();
-        files.sort();
-        if files.is_empty() {
-            return Err(no_match("no file matches the pattern"));
-        }
-        return Ok(Snapshot {
-            files,
-            partition_columns: Vec::new(),
-        });
-    }
-    let root = Path::new(path);
-    if root.is_file() {
-        return Ok(Snapshot {
-            files: vec![root.to_owned()],
-            partition_columns: Vec::new(),
-        });
-    }
-    if !root.is_dir() {
-        return Err(no_match("no such file or folder"));
-    }
-    let mut files = Vec::new();
-    walk(root, &mut files).map_err(|e| no_match(&format!("cannot list the folder: {e}")))?;
-    files.sort();
-    let Some(first) = files.first() else {
-        return Err(no_match("the folder holds no .parquet files"));
-    };
-    let partition_columns = first
-        .strip_prefix(root)
-        .unwrap_or(first)
-        .parent()
-        .map(|rel| {
-            rel.components()
-                .filter_map(|c| c.as_os_str().to_str()?.split_once('=').map(|(k, _)| k.to_owned()))
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(Snapshot {
-        files,
-        partition_columns,
-    })
-}
-
-/// Registers the source as `source.table`. Hive partition values arrive as strings.
+/// Registers the source as `source.table` over exactly the files one listing found.
 pub async fn register(ctx: &SessionContext, source: &Source) -> Result<Snapshot, SourceError> {
-    let snapshot = discover(&source.path)?;
-    let unreadable = |e| SourceError::Unreadable {
+    let table = TableReference::bare(source.table.as_str());
+    let list_err = |e: &dyn std::fmt::Display| SourceError::List {
         path: source.path.clone(),
-        source: e,
+        why: e.to_string(),
     };
-    let table_path = if is_glob(&source.path) {
-        absolute(&source.path)
+    let (urls, metas, extension) = if is_glob(&source.path) {
+        let files = expand_glob(&source.path)?;
+        let urls = files
+            .iter()
+            .map(|f| file_url(f, &table))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| list_err(&e))?;
+        let metas = head_all(ctx, &urls).await.map_err(|e| list_err(&e))?;
+        (urls, metas, String::new())
     } else {
-        let canonical = std::fs::canonicalize(&source.path).map_err(|e| SourceError::NoMatch {
+        let root = std::fs::canonicalize(&source.path).map_err(|e| SourceError::NoMatch {
             path: source.path.clone(),
-            why: e.to_string(),
+            why: if e.kind() == std::io::ErrorKind::NotFound {
+                "no such file or folder".to_owned()
+            } else {
+                e.to_string()
+            },
         })?;
-        let mut text = canonical.to_string_lossy().into_owned();
-        if canonical.is_dir() && !text.ends_with('/') {
-            text.push('/');
+        if root.is_dir() {
+            let url = ListingTableUrl::parse(format!("{}/", root.display().to_string().trim_end_matches('/')))
+                .map_err(|e| list_err(&e))?
+                .with_table_ref(table.clone());
+            let store = ctx.runtime_env().object_store(&url).map_err(|e| list_err(&e))?;
+            let metas: Vec<ObjectMeta> = url
+                .list_all_files(&ctx.state(), store.as_ref(), ".parquet")
+                .await
+                .map_err(|e| list_err(&e))?
+                .try_collect()
+                .await
+                .map_err(|e| list_err(&e))?;
+            if metas.is_empty() {
+                return Err(SourceError::NoMatch {
+                    path: source.path.clone(),
+                    why: "the folder holds no .parquet files".to_owned(),
+                });
+            }
+            (vec![url], metas, ".parquet".to_owned())
+        } else {
+            let url = file_url(&root, &table).map_err(|e| list_err(&e))?;
+            let metas = head_all(ctx, std::slice::from_ref(&url))
+                .await
+                .map_err(|e| list_err(&e))?;
+            (vec![url], metas, String::new())
         }
-        text
     };
-    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-        .with_file_extension(if is_glob(&source.path) { "" } else { ".parquet" })
+    let root = urls.first().map(|u| u.prefix().clone()).unwrap_or_default();
+    let snapshot = check(&source.path, &root, urls.len() == 1 && urls[0].is_collection(), &metas)?;
+
+    let unreadable = |source_error| SourceError::Unreadable {
+        path: source.path.clone(),
+        source: source_error,
+    };
+    let format = Arc::new(ParquetFormat::default());
+    let store = ctx.runtime_env().object_store(&urls[0]).map_err(unreadable)?;
+    let file_schema = format
+        .infer_schema(&ctx.state(), &store, &metas)
+        .await
+        .map_err(unreadable)?;
+    let options = ListingOptions::new(format)
+        .with_file_extension(extension)
         .with_table_partition_cols(
             snapshot
                 .partition_columns
@@ -141,44 +145,208 @@ pub async fn register(ctx: &SessionContext, source: &Source) -> Result<Snapshot,
                 .map(|c| (c.clone(), DataType::Utf8))
                 .collect(),
         );
-    ctx.register_listing_table(source.table.as_str(), table_path, options, None, None)
-        .await
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(Arc::new(Schema::clone(&file_schema)));
+    let listing = ListingTable::try_new(config).map_err(unreadable)?;
+    ctx.register_table(table.clone(), Arc::new(listing))
         .map_err(unreadable)?;
     // Schema inference reads only footers; make sure the table can be planned too.
-    ctx.table(source.table.as_str()).await.map_err(unreadable)?;
+    ctx.table(table).await.map_err(unreadable)?;
     Ok(snapshot)
 }
 
-fn absolute(path: &str) -> String {
-    if Path::new(path).is_absolute() {
-        return path.to_owned();
+/// The files a glob matches: `*` and `?` never cross a `/`, nor match a leading `.`.
+fn expand_glob(pattern: &str) -> Result<Vec<PathBuf>, SourceError> {
+    let no_match = |why: String| SourceError::NoMatch {
+        path: pattern.to_owned(),
+        why,
+    };
+    let options = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: true,
+    };
+    let absolute = std::path::absolute(pattern).map_err(|e| no_match(e.to_string()))?;
+    let matched = glob::glob_with(&absolute.to_string_lossy(), options)
+        .map_err(|e| no_match(format!("bad glob pattern: {e}")))?;
+    let mut files = Vec::new();
+    for entry in matched {
+        let path = entry.map_err(|e| SourceError::List {
+            path: pattern.to_owned(),
+            why: e.to_string(),
+        })?;
+        if path.is_file() {
+            files.push(std::fs::canonicalize(&path).unwrap_or(path));
+        }
     }
-    std::env::current_dir()
-        .map(|d| d.join(path).to_string_lossy().into_owned())
-        .unwrap_or_else(|_| path.to_owned())
+    files.sort();
+    files.dedup();
+    if files.is_empty() {
+        return Err(no_match("no file matches the pattern".to_owned()));
+    }
+    Ok(files)
+}
+
+fn file_url(path: &Path, table: &TableReference) -> Result<ListingTableUrl, DataFusionError> {
+    // A file URL holds no glob: its characters are the file's name.
+    let url = url::Url::from_file_path(path)
+        .map_err(|()| DataFusionError::Plan(format!("`{}` is not an absolute path", path.display())))?;
+    Ok(ListingTableUrl::try_new(url, None)?.with_table_ref(table.clone()))
+}
+
+async fn head_all(ctx: &SessionContext, urls: &[ListingTableUrl]) -> Result<Vec<ObjectMeta>, DataFusionError> {
+    let mut metas = Vec::with_capacity(urls.len());
+    for url in urls {
+        let store: Arc<dyn ObjectStore> = ctx.runtime_env().object_store(url)?;
+        metas.push(store.head(url.prefix()).await?);
+    }
+    Ok(metas)
+}
+
+/// Refuses what would be read differently from what is listed; finds the partition columns.
+fn check(
+    path: &str,
+    root: &datafusion::object_store::path::Path,
+    folder: bool,
+    metas: &[ObjectMeta],
+) -> Result<Snapshot, SourceError> {
+    let refused = |meta: &ObjectMeta, why: &str| SourceError::Refused {
+        path: path.to_owned(),
+        file: meta.location.to_string(),
+        why: why.to_owned(),
+    };
+    let mut partition_columns: Option<Vec<String>> = None;
+    let mut files = Vec::with_capacity(metas.len());
+    for meta in metas {
+        let relative: Vec<String> = if folder {
+            meta.location
+                .prefix_match(root)
+                .map(|parts| parts.map(|part| part.as_ref().to_owned()).collect())
+                .unwrap_or_default()
+        } else {
+            meta.location.filename().into_iter().map(str::to_owned).collect()
+        };
+        if let Some(name) = relative.iter().find(|name| hidden(name)) {
+            return Err(refused(
+                meta,
+                &format!(
+                    "under the hidden name `{name}` (a write in progress, or a tool's own file?); remove it, or point `source.path` at a glob that leaves it out"
+                ),
+            ));
+        }
+        if meta.size == 0 {
+            return Err(refused(meta, "which is empty (0 bytes), not a Parquet file; remove it"));
+        }
+        let folders = &relative[..relative.len().saturating_sub(1)];
+        let keys: Vec<String> = folders
+            .iter()
+            .filter_map(|f| f.split_once('=').map(|(k, _)| k.to_owned()))
+            .collect();
+        if !keys.is_empty() && keys.len() != folders.len() {
+            return Err(refused(
+                meta,
+                "in a folder that is not a `key=value` partition among partition folders; move it, or export the partitions with a glob",
+            ));
+        }
+        match &partition_columns {
+            None => partition_columns = Some(keys),
+            Some(expected) if *expected == keys => {}
+            Some(expected) => {
+                let layout = |k: &[String]| match k.is_empty() {
+                    true => "no partition folders".to_owned(),
+                    false => k.iter().map(|k| format!("{k}=...")).collect::<Vec<_>>().join("/"),
+                };
+                return Err(refused(
+                    meta,
+                    &format!(
+                        "whose folders are `{}` where the other files are under `{}`; every file must sit in the same partition layout",
+                        layout(&keys),
+                        layout(expected)
+                    ),
+                ));
+            }
+        }
+        files.push(SnapshotFile {
+            path: PathBuf::from(format!("/{}", meta.location)),
+            bytes: meta.size,
+            modified_unix_ms: meta.last_modified.timestamp_millis().max(0) as u128,
+            e_tag: meta.e_tag.clone(),
+        });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Snapshot {
+        files,
+        partition_columns: partition_columns.unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn finds_hive_partitions_and_reports_nothing_found() {
-        let dir = tempfile::tempdir().unwrap();
-        let part = dir.path().join("country=RO").join("tier=gold");
-        std::fs::create_dir_all(&part).unwrap();
-        std::fs::write(part.join("a.parquet"), b"").unwrap();
-        std::fs::write(dir.path().join("_SUCCESS"), b"").unwrap();
-        let found = discover(dir.path().to_str().unwrap()).unwrap();
-        assert_eq!(found.partition_columns, vec!["country", "tier"]);
-        assert_eq!(found.files.len(), 1);
+    fn meta(location: &str, size: u64) -> ObjectMeta {
+        ObjectMeta {
+            location: datafusion::object_store::path::Path::from(location),
+            last_modified: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            size,
+            e_tag: None,
+            version: None,
+        }
+    }
 
-        let empty = tempfile::tempdir().unwrap();
-        let err = discover(empty.path().to_str().unwrap()).unwrap_err().to_string();
-        assert!(err.contains("holds no .parquet files"), "{err}");
-        let err = discover("/nonexistent/x.parquet").unwrap_err().to_string();
-        assert!(err.contains("`/nonexistent/x.parquet` matches nothing"), "{err}");
-        let pattern = format!("{}/*.nothing", dir.path().display());
-        assert!(discover(&pattern).is_err());
+    #[test]
+    fn finds_partitions_and_refuses_what_would_be_read_differently() {
+        let root = datafusion::object_store::path::Path::from("data/snap");
+        let ok = check(
+            "snap",
+            &root,
+            true,
+            &[
+                meta("data/snap/country=RO/tier=gold/b.parquet", 10),
+                meta("data/snap/country=FR/tier=gold/a.parquet", 10),
+            ],
+        )
+        .unwrap();
+        assert_eq!(ok.partition_columns, vec!["country", "tier"]);
+        assert_eq!(
+            ok.files[0].path,
+            PathBuf::from("/data/snap/country=FR/tier=gold/a.parquet")
+        );
+
+        let plain = check(
+            "snap",
+            &root,
+            true,
+            &[meta("data/snap/a.parquet", 1), meta("data/snap/2026/b.parquet", 1)],
+        )
+        .unwrap();
+        assert_eq!((plain.files.len(), plain.partition_columns.len()), (2, 0));
+
+        for (files, needle) in [
+            (
+                vec![meta("data/snap/a.parquet", 1), meta("data/snap/.tmp-part.parquet", 1)],
+                "`data/snap/.tmp-part.parquet`, under the hidden name `.tmp-part.parquet`",
+            ),
+            (
+                vec![meta("data/snap/_temporary/0/a.parquet", 1)],
+                "hidden name `_temporary`",
+            ),
+            (vec![meta("data/snap/a.parquet", 0)], "empty (0 bytes)"),
+            (
+                vec![
+                    meta("data/snap/country=RO/a.parquet", 1),
+                    meta("data/snap/extra/b.parquet", 1),
+                ],
+                "`no partition folders` where the other files are under `country=...`",
+            ),
+            (
+                vec![meta("data/snap/country=RO/old/a.parquet", 1)],
+                "not a `key=value` partition",
+            ),
+        ] {
+            let error = check("snap", &root, true, &files).unwrap_err().to_string();
+            assert!(error.contains(needle), "{needle}: {error}");
+        }
     }
 }

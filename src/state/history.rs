@@ -12,7 +12,7 @@ use std::time::Duration;
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::export::{Report, RunStatus, Trigger};
+use super::report::{Report, RunStatus, Trigger};
 
 pub const HISTORY_FILE: &str = "history.redb";
 
@@ -48,7 +48,7 @@ pub struct HistoryEntry {
 
 impl HistoryEntry {
     /// The entry of a run that has its report.
-    pub fn of(report: &Report, report_path: &Path) -> Self {
+    pub fn of(report: &Report) -> Self {
         Self {
             export: report.export.clone(),
             run_id: report.run_id.clone(),
@@ -60,7 +60,7 @@ impl HistoryEntry {
             rows_matched: report.rows_matched,
             members_sent: report.members_sent,
             rejected_rows: report.rejected_rows(),
-            report: Some(report_path.to_owned()),
+            report: report.report_file.clone(),
             message: report.error.clone(),
         }
     }
@@ -154,7 +154,7 @@ impl History {
         let history = self.clone();
         match tokio::task::spawn_blocking(move || history.record(&entry)).await {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!("the run is not in the history: {}", crate::export::chain(&error)),
+            Ok(Err(error)) => tracing::error!("the run is not in the history: {}", crate::error_text::chain(&error)),
             Err(error) => tracing::error!("the run is not in the history: {error}"),
         }
     }

@@ -1,22 +1,38 @@
-//! The checkpoint of a run: an append-only journal of accepted batches.
+//! The checkpoint of a run: an append-only journal of the batches it sent and got accepted.
 //!
-//! Each accepted batch is one JSON line written with a single `write_all` right after its
-//! answer is seen. A `kill -9` can only tear the last line, which reading ignores, so the
-//! journal is consistent at any moment (the kernel keeps what was written when the process
-//! dies). It holds addresses, so it is readable by its owner only.
+//! Two kinds of line, each written with one `write_all`:
+//! - `{"sending":N,"members":M}` before batch `N` leaves, so a later attempt knows how many
+//!   members may have landed without an answer;
+//! - `{"batch":N,"new":..,"existing":..,"emails":[..],"failures":[..]}` once the API accepted it.
+//!
+//! A kill can tear only the last line: opening the journal cuts a torn tail (and says so),
+//! so the next attempt's lines never fuse with it. A bad line anywhere else was not made by a
+//! kill, and the journal is refused with its line number rather than read in part. Lines
+//! reach the disk at least once a second ([`SYNC_EVERY`]) and when the run ends: a power loss
+//! costs at most the last second's accepted batches, which the next attempt sends again
+//! (imports update members already on the list; nobody is added twice). The journal holds
+//! addresses, so it is readable by its owner only.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::files::open_private;
 use crate::campaign_monitor::types::ImportFailure;
+
+/// How often appended lines are flushed to disk while a run goes.
+pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// One accepted batch, as read back.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Accepted {
+    /// Its number in the run; absent in journals written before batches were numbered.
+    #[serde(default)]
+    pub batch: Option<u64>,
     pub new: u64,
     pub existing: u64,
     /// Every address of the batch, failed ones included: none is sent again.
@@ -25,9 +41,24 @@ pub struct Accepted {
     pub failures: Vec<ImportFailure>,
 }
 
-/// The same line, written from borrowed data: no address is copied to journal a batch.
+/// A batch about to leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Sending {
+    sending: u64,
+    members: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Line {
+    Sending(Sending),
+    Accepted(Accepted),
+}
+
+/// The accepted line, written from borrowed data: no address is copied to journal a batch.
 #[derive(Serialize)]
 struct AcceptedRef<'a> {
+    batch: u64,
     new: u64,
     existing: u64,
     emails: Vec<&'a str>,
@@ -35,138 +66,246 @@ struct AcceptedRef<'a> {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot {action} the checkpoint `{}`", path.display())]
-pub struct JournalError {
-    pub action: &'static str,
-    pub path: PathBuf,
-    #[source]
-    pub source: std::io::Error,
+pub enum JournalError {
+    #[error("cannot {action} the checkpoint `{}`", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "line {line} of the checkpoint `{}` cannot be read ({why}); only a last line can be torn by a kill, so the file was changed by something else. Start a new run without --resume",
+        path.display()
+    )]
+    Corrupt { path: PathBuf, line: usize, why: String },
 }
 
-pub struct Journal {
-    path: PathBuf,
-    file: File,
-}
-
-/// What an earlier attempt of the run got accepted.
+/// What earlier attempts of the run did.
 #[derive(Debug, Default)]
 pub struct Progress {
     /// Lowercased addresses not to send again.
     pub sent: HashSet<String>,
     pub batches: Vec<Accepted>,
+    /// Members of batches that left without an accepted answer: they may have landed, and
+    /// are sent again.
+    pub unanswered_members: u64,
+    /// The next free batch number.
+    pub next_batch: u64,
+}
+
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+    last_sync: Instant,
 }
 
 impl Journal {
-    /// Opens for appending (creating it readable by its owner only).
-    pub fn open(path: &Path) -> Result<Self, JournalError> {
-        let err = |source| JournalError {
-            action: "open",
-            path: path.to_owned(),
-            source,
+    /// Opens the journal of a run for appending (creating it, owner-only), cuts a torn last
+    /// line, and reads what earlier attempts did.
+    pub fn open(path: &Path) -> Result<(Self, Progress), JournalError> {
+        let io = |action| {
+            move |source| JournalError::Io {
+                action,
+                path: path.to_owned(),
+                source,
+            }
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
-        }
         let mut options = std::fs::OpenOptions::new();
-        options.append(true).create(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
+        options.read(true).write(true).create(true).truncate(false);
+        let mut file = open_private(path, &mut options).map_err(io("open"))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io("read"))?;
+        let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        if whole < bytes.len() {
+            tracing::warn!(
+                checkpoint = %path.display(),
+                bytes = bytes.len() - whole,
+                "cut a torn last line from the checkpoint (the earlier attempt was killed while writing it)"
+            );
+            file.set_len(whole as u64).map_err(io("cut the torn line of"))?;
+            file.sync_all().map_err(io("sync"))?;
         }
-        let file = options.open(path).map_err(err)?;
-        Ok(Self {
+        file.seek(SeekFrom::End(0)).map_err(io("open"))?;
+        let progress = read(path, &bytes[..whole])?;
+        let journal = Self {
             path: path.to_owned(),
             file,
-        })
+            last_sync: Instant::now(),
+        };
+        Ok((journal, progress))
     }
 
-    pub fn append<'a>(
+    /// Records that batch `batch` of `members` members is about to leave.
+    pub fn sending(&mut self, batch: u64, members: u64) -> Result<(), JournalError> {
+        let mut line = serde_json::to_vec(&Sending {
+            sending: batch,
+            members,
+        })
+        .map_err(|e| self.error("write", std::io::Error::other(e)))?;
+        line.push(b'\n');
+        self.write(&line)
+    }
+
+    /// Records that the API accepted batch `batch`.
+    pub fn accepted<'a>(
         &mut self,
+        batch: u64,
         new: u64,
         existing: u64,
         emails: impl Iterator<Item = &'a str>,
         failures: &[ImportFailure],
     ) -> Result<(), JournalError> {
         let accepted = AcceptedRef {
+            batch,
             new,
             existing,
             emails: emails.collect(),
             failures,
         };
-        let mut line = serde_json::to_vec(&accepted).unwrap_or_default();
+        let mut line = serde_json::to_vec(&accepted).map_err(|e| self.error("write", std::io::Error::other(e)))?;
         line.push(b'\n');
-        self.file.write_all(&line).map_err(|source| JournalError {
-            action: "write",
-            path: self.path.clone(),
-            source,
-        })
+        self.write(&line)
     }
 
-    /// Flushes to disk at the end of a run.
-    pub fn sync(&self) -> Result<(), JournalError> {
-        self.file.sync_all().map_err(|source| JournalError {
-            action: "sync",
-            path: self.path.clone(),
-            source,
-        })
-    }
-
-    /// Reads what was accepted; a torn last line is ignored. A missing file is an empty one.
-    pub fn read(path: &Path) -> Result<Progress, JournalError> {
-        let file = match File::open(path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Progress::default()),
-            Err(source) => {
-                return Err(JournalError {
-                    action: "read",
-                    path: path.to_owned(),
-                    source,
-                });
-            }
-        };
-        let mut progress = Progress::default();
-        for line in BufReader::new(file).split(b'\n') {
-            let Ok(line) = line else { break };
-            let Ok(accepted) = serde_json::from_slice::<Accepted>(&line) else {
-                break;
-            };
-            progress
-                .sent
-                .extend(accepted.emails.iter().map(|e| e.to_ascii_lowercase()));
-            progress.batches.push(accepted);
+    fn write(&mut self, line: &[u8]) -> Result<(), JournalError> {
+        self.file.write_all(line).map_err(|e| self.error("write", e))?;
+        if self.last_sync.elapsed() >= SYNC_EVERY {
+            self.sync()?;
         }
-        Ok(progress)
+        Ok(())
     }
+
+    /// Flushes what was written to disk.
+    pub fn sync(&mut self) -> Result<(), JournalError> {
+        self.file.sync_data().map_err(|e| self.error("sync", e))?;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    fn error(&self, action: &'static str, source: std::io::Error) -> JournalError {
+        JournalError::Io {
+            action,
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+/// Reads whole lines; any line that does not parse is refused with its number.
+fn read(path: &Path, bytes: &[u8]) -> Result<Progress, JournalError> {
+    let mut progress = Progress::default();
+    let mut in_flight: BTreeMap<u64, u64> = BTreeMap::new();
+    for (index, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let corrupt = |why: String| JournalError::Corrupt {
+            path: path.to_owned(),
+            line: index + 1,
+            why,
+        };
+        match serde_json::from_slice::<Line>(line) {
+            Ok(Line::Sending(s)) => {
+                in_flight.insert(s.sending, s.members);
+                progress.next_batch = progress.next_batch.max(s.sending + 1);
+            }
+            Ok(Line::Accepted(accepted)) => {
+                if let Some(batch) = accepted.batch {
+                    in_flight.remove(&batch);
+                    progress.next_batch = progress.next_batch.max(batch + 1);
+                }
+                progress
+                    .sent
+                    .extend(accepted.emails.iter().map(|e| e.to_ascii_lowercase()));
+                progress.batches.push(accepted);
+            }
+            Err(e) => {
+                let shown: String = String::from_utf8_lossy(line).chars().take(40).collect();
+                return Err(corrupt(format!(
+                    "{e}; it starts `{}`",
+                    crate::error_text::redact(&shown)
+                )));
+            }
+        }
+    }
+    progress.unanswered_members = in_flight.values().sum();
+    Ok(progress)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_torn_last_line_is_ignored() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("journal.jsonl");
-        let mut journal = Journal::open(&path).unwrap();
-        let failure = ImportFailure {
+    fn failure() -> ImportFailure {
+        ImportFailure {
             email_address: "b@x.com".into(),
             code: 206,
             message: "unsubscribed".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_so_the_next_attempt_does_not_fuse_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let (mut journal, _) = Journal::open(&path).unwrap();
+        journal.sending(0, 2).unwrap();
         journal
-            .append(1, 0, ["A@x.com", "b@x.com"].into_iter(), &[failure])
+            .accepted(0, 1, 0, ["A@x.com", "b@x.com"].into_iter(), &[failure()])
             .unwrap();
-        journal.append(1, 0, ["c@x.com"].into_iter(), &[]).unwrap();
+        journal.sending(1, 1).unwrap();
         drop(journal);
-        // A kill in the middle of the third write.
+        // A kill in the middle of batch 1's answer.
         let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
-        file.write_all(br#"{"new":1,"existing":0,"emails":["d@x"#).unwrap();
-        let progress = Journal::read(&path).unwrap();
-        assert_eq!(progress.batches.len(), 2);
+        file.write_all(br#"{"batch":1,"new":1,"existing":0,"emails":["c@x"#)
+            .unwrap();
+        drop(file);
+
+        // The second attempt: the torn line is gone, batch 1 may have landed.
+        let (mut journal, progress) = Journal::open(&path).unwrap();
+        assert_eq!(progress.batches.len(), 1);
         assert_eq!(progress.batches[0].failures[0].code, 206);
-        assert!(progress.sent.contains("a@x.com") && progress.sent.contains("c@x.com"));
-        assert!(!progress.sent.contains("d@x.com"));
-        assert!(Journal::read(&dir.path().join("none")).unwrap().batches.is_empty());
+        assert!(progress.sent.contains("a@x.com") && progress.sent.contains("b@x.com"));
+        assert_eq!(progress.unanswered_members, 1);
+        assert_eq!(progress.next_batch, 2);
+        journal.sending(2, 1).unwrap();
+        journal.accepted(2, 1, 0, ["c@x.com"].into_iter(), &[]).unwrap();
+        drop(journal);
+
+        // The third attempt reads both earlier attempts' accepted batches.
+        let (_, progress) = Journal::open(&path).unwrap();
+        assert_eq!(progress.batches.len(), 2);
+        assert!(progress.sent.contains("c@x.com"));
+        assert_eq!(progress.unanswered_members, 1, "batch 1 never got its answer");
+    }
+
+    #[test]
+    fn a_bad_line_in_the_middle_is_refused_with_its_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        std::fs::write(
+            &path,
+            "{\"sending\":0,\"members\":1}\nnot json jane@example.com\n{\"sending\":1,\"members\":1}\n",
+        )
+        .unwrap();
+        let error = Journal::open(&path).err().unwrap().to_string();
+        assert!(error.contains("line 2 of the checkpoint"), "{error}");
+        assert!(!error.contains("jane@example.com"), "{error}");
+    }
+
+    #[test]
+    fn reads_journals_written_before_batches_were_numbered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        std::fs::write(
+            &path,
+            "{\"new\":1,\"existing\":0,\"emails\":[\"a@x.com\"],\"failures\":[]}\n",
+        )
+        .unwrap();
+        let (_, progress) = Journal::open(&path).unwrap();
+        assert_eq!(progress.batches.len(), 1);
+        assert!(progress.sent.contains("a@x.com"));
+        assert!(Journal::open(&dir.path().join("none")).unwrap().1.batches.is_empty());
     }
 }

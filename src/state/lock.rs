@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::export::Trigger;
+use super::report::Trigger;
 
 /// Who holds (or held) an export's lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

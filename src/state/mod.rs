@@ -3,21 +3,23 @@
 //! lets an interrupted run resume, and its report. Per export: the lock that keeps runs from
 //! overlapping (`locks/`). For all: the run history (`history.redb`).
 
+mod files;
 mod fingerprint;
 mod history;
 mod journal;
 mod lock;
+mod report;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::export::RunStatus;
-
-pub use fingerprint::{Fingerprint, SnapshotFile};
+pub use files::{create_private, open_private, write_atomic};
+pub use fingerprint::{Fingerprint, SendsTo};
 pub use history::{HISTORY_FILE, History, HistoryEntry, HistoryError};
 pub use journal::{Accepted, Journal, JournalError, Progress};
 pub use lock::{ExportLock, Holder, LockError};
+pub use report::{Rejected, Report, RunStatus, Trigger};
 
 /// `state.json`: written (write-then-rename) when a run starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +30,11 @@ pub struct RunState {
 }
 
 pub const STATE_FILE: &str = "state.json";
+
+/// The state folder of the pipelines in `dir` unless told otherwise: `dir/.cm-export`.
+pub fn default_dir(dir: &Path) -> PathBuf {
+    dir.join(".cm-export")
+}
 pub const JOURNAL_FILE: &str = "journal.jsonl";
 pub const REPORT_FILE: &str = "report.json";
 
@@ -58,10 +65,9 @@ impl RunState {
             path: path.clone(),
             source,
         };
+        let text = serde_json::to_vec_pretty(self).map_err(|e| err(std::io::Error::other(e)))?;
         std::fs::create_dir_all(run_dir).map_err(err)?;
-        let partial = run_dir.join("state.json.partial");
-        std::fs::write(&partial, serde_json::to_vec_pretty(self).unwrap_or_default()).map_err(err)?;
-        std::fs::rename(&partial, &path).map_err(err)
+        write_atomic(&path, &text).map_err(err)
     }
 }
 

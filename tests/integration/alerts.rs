@@ -7,7 +7,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use cm_export::config::{Connections, Pipeline};
-use cm_export::export::{self, Backoff, RunOptions, RunStatus, StopReason};
+use cm_export::export::{self, RunOptions, StopReason};
+use cm_export::retry::Backoff;
+use cm_export::state::RunStatus;
 use serde_json::Value;
 
 use crate::support::{KEY, LIST, emulator};
@@ -40,15 +42,17 @@ async fn receiver() -> (String, Received) {
 fn options(dir: &std::path::Path) -> RunOptions {
     RunOptions {
         state_dir: Some(dir.join("state")),
-        alert_backoff: Backoff {
-            base: Duration::from_millis(1),
-            cap: Duration::from_millis(5),
-            max_retries: 3,
-            max_rate_limit_wait: Duration::from_millis(5),
-        },
         ..RunOptions::default()
     }
 }
+
+/// Alerts retry quickly here.
+const ALERT_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(1),
+    cap: Duration::from_millis(5),
+    max_retries: 3,
+    max_rate_limit_wait: Duration::from_millis(5),
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_and_cancelled_runs_alert_their_webhook() {
@@ -93,7 +97,10 @@ async fn failed_and_cancelled_runs_alert_their_webhook() {
                     None => std::future::pending().await,
                 }
             };
-            export::run(&pipeline, connection, None, &options, stop).await.unwrap()
+            // As the command line and the scheduler do: run, then alert.
+            let report = export::run(&pipeline, connection, None, &options, stop).await.unwrap();
+            cm_export::alert::after_run(&pipeline, connection, &report, &ALERT_BACKOFF).await;
+            report
         }
     };
     let report = run(failing, None).await;

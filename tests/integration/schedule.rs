@@ -8,9 +8,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use cm_export::config::{Connections, Pipeline};
 use cm_export::emulator::Emulator;
-use cm_export::export::{self, ExportError, RunOptions, RunStatus, StopReason, Trigger};
+use cm_export::export::{self, ExportError, RunOptions, StopReason};
 use cm_export::schedule::{Event, ManualClock, ScheduleOptions, Scheduler};
-use cm_export::state::{ExportLock, History, Holder, LockError};
+use cm_export::state::{ExportLock, History, Holder, LockError, RunStatus, Trigger};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::support::{KEY, LIST, active_emails, emulator_with, wait_for_imports};

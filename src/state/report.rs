@@ -7,11 +7,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::members::RowCounts;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Succeeded,
     SucceededWithRejects,
+    /// Also what a run is until it finishes.
+    #[default]
     Failed,
     /// Stopped by a signal; `--resume` continues it.
     Interrupted,
@@ -81,7 +83,7 @@ pub struct Rejected {
     pub not_sent: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub export: String,
     pub run_id: String,
@@ -109,9 +111,17 @@ pub struct Report {
     pub batches: u64,
     pub requests: u64,
     pub retries: u64,
+    /// Requests sent again after an answer was lost (it may have been applied).
     pub resent_after_unknown: u64,
+    /// Members sent again that an earlier request (of this attempt, or of the attempt it
+    /// resumes) may have imported already: imports update, so they are not doubled.
+    #[serde(default)]
+    pub members_maybe_resent: u64,
     pub members_per_second: f64,
     pub rejects_file: Option<PathBuf>,
+    /// Where this report is (the `--report` copy when there is one).
+    #[serde(default)]
+    pub report_file: Option<PathBuf>,
     /// Why the run failed, in plain words.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -146,9 +156,7 @@ impl Report {
         }
         let mut text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         text.push(b'\n');
-        let partial = path.with_extension("json.partial");
-        std::fs::write(&partial, text)?;
-        std::fs::rename(partial, path)
+        super::files::write_atomic(path, &text)
     }
 
     /// A few lines for a person at the end of a run.
@@ -167,10 +175,17 @@ impl Report {
                 self.status.describe(),
                 self.duration_seconds
             ),
-            format!(
-                "  list {} on `{}` ({}), as {}",
-                self.list_id, self.connection, self.display_name, self.export_user
-            ),
+            if self.sandbox {
+                format!(
+                    "  list {} on the sandbox emulator (in place of `{}`), as {}",
+                    self.list_id, self.connection, self.export_user
+                )
+            } else {
+                format!(
+                    "  list {} on `{}` ({}), as {}",
+                    self.list_id, self.connection, self.display_name, self.export_user
+                )
+            },
             format!(
                 "  rows matched {}  ->  unique members {}  ->  sent {} (new {}, existing {})  at {:.0} members/s",
                 self.rows_matched,
@@ -194,8 +209,8 @@ impl Report {
                 }
             ),
             format!(
-                "  {} batches, {} requests, {} retries, {} re-sent after a lost answer",
-                self.batches, self.requests, self.retries, self.resent_after_unknown
+                "  {} batches, {} requests, {} retries, {} members re-sent after a lost answer",
+                self.batches, self.requests, self.retries, self.members_maybe_resent
             ),
         ];
         if self.rejected.not_sent > 0 {

@@ -1,8 +1,7 @@
-//! Capped exponential backoff with full jitter and a bounded number of attempts.
+//! Capped exponential backoff with full jitter and a bounded number of attempts, and the one
+//! retry loop every caller shares (API calls, alert webhooks); imports add the rate gate on top.
 
 use std::time::Duration;
-
-use crate::campaign_monitor::ApiError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
@@ -46,23 +45,38 @@ impl Backoff {
     }
 }
 
-/// Runs a typed API call, retrying while the API is unavailable (5xx, 429, timeouts,
-/// dropped connections), with the same backoff as imports.
-pub async fn retry_call<T, F, Fut>(backoff: &Backoff, mut call: F) -> Result<T, ApiError>
+/// What one attempt came to.
+pub enum Attempt<T, E> {
+    /// Success, or a failure that another attempt cannot mend.
+    Done(Result<T, E>),
+    /// Worth another attempt; `wait` is what the other side asked for, if it said.
+    Retry { error: E, wait: Option<Duration> },
+}
+
+/// Calls `attempt` until it is done or `backoff.max_retries` retries are spent; between
+/// attempts waits with full jitter (or what the other side asked, bounded). The last
+/// retryable error is returned when the retries run out.
+pub async fn retry<T, E: std::fmt::Display, F, Fut>(backoff: &Backoff, mut attempt: F) -> Result<T, E>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, ApiError>>,
+    Fut: std::future::Future<Output = Attempt<T, E>>,
 {
-    let mut retry = 0;
+    let mut retries = 0;
     loop {
-        match call().await {
-            Err(ApiError::Unavailable { reason }) if retry < backoff.max_retries => {
-                retry += 1;
-                let delay = backoff.delay(retry, rand::random());
-                tracing::debug!(retry, delay_ms = delay.as_millis() as u64, "retrying: {reason}");
+        match attempt().await {
+            Attempt::Done(result) => return result,
+            Attempt::Retry { error, .. } if retries >= backoff.max_retries => return Err(error),
+            Attempt::Retry { error, wait } => {
+                retries += 1;
+                let unit = rand::random();
+                let delay = wait.map_or_else(|| backoff.delay(retries, unit), |w| backoff.asked(w, unit));
+                tracing::debug!(
+                    retry = retries,
+                    delay_ms = delay.as_millis() as u64,
+                    "retrying: {error}"
+                );
                 tokio::time::sleep(delay).await;
             }
-            other => return other,
         }
     }
 }
@@ -83,6 +97,44 @@ mod tests {
         assert_eq!(b.delay(3, 0.5), Duration::from_millis(500));
         assert!(b.delay(40, 0.999_999) <= Duration::from_secs(30));
         assert_eq!(b.asked(Duration::from_secs(3600), 0.0), Duration::from_secs(120));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_until_done_or_out_of_retries() {
+        let backoff = Backoff {
+            max_retries: 3,
+            ..Backoff::default()
+        };
+        let mut calls = 0;
+        let done: Result<u32, String> = retry(&backoff, || {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n < 3 {
+                    Attempt::Retry {
+                        error: format!("busy {n}"),
+                        wait: None,
+                    }
+                } else {
+                    Attempt::Done(Ok(n))
+                }
+            }
+        })
+        .await;
+        assert_eq!(done, Ok(3));
+        let mut calls = 0;
+        let spent: Result<(), String> = retry(&backoff, || {
+            calls += 1;
+            let n = calls;
+            async move {
+                Attempt::Retry {
+                    error: format!("busy {n}"),
+                    wait: Some(Duration::from_secs(1)),
+                }
+            }
+        })
+        .await;
+        assert_eq!(spent, Err("busy 4".to_owned()));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::fmt;
 
 use url::Url;
 
-use crate::campaign_monitor::is_loopback;
+use crate::campaign_monitor::{Insecure, check_secure};
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct WebhookUrl(Url);
@@ -14,11 +14,11 @@ impl WebhookUrl {
     /// `https://` anywhere, plain `http://` only to this machine.
     pub fn parse(text: &str) -> Result<Self, String> {
         let url = Url::parse(text.trim()).map_err(|_| "is not a URL".to_owned())?;
-        match url.scheme() {
-            "https" if url.host().is_some() => Ok(Self(url)),
-            "http" if is_loopback(&url) => Ok(Self(url)),
-            "http" => Err("uses plain http to a host that is not loopback; use https".to_owned()),
-            _ => Err("must be an https:// URL".to_owned()),
+        match check_secure(&url) {
+            Ok(()) => Ok(Self(url)),
+            Err(Insecure::Credentials) => Err("holds a user name or password; put the secret in the path or a header the receiver checks, not in the URL's user part".to_owned()),
+            Err(Insecure::PlainHttp) => Err("uses plain http to a host that is not loopback; use https".to_owned()),
+            Err(Insecure::Scheme) => Err("must be an https:// URL".to_owned()),
         }
     }
 

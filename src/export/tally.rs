@@ -1,0 +1,259 @@
+//! The tally: the one owner of a run's counts and of its rejects file. Every stage reports
+//! to it; whatever way the run ends, [`Tally::close`] closes the rejects file and puts true
+//! counts in the report.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::rejects::{RejectsError, RejectsWriter};
+use super::send::Sent;
+use crate::campaign_monitor::ImportSubscriber;
+use crate::campaign_monitor::types::ImportFailure;
+use crate::members::{Reject, RejectReason, RowCounts};
+use crate::state::{Accepted, Report};
+
+/// The rejects file, shared by the batcher (rows it cannot send) and the dispatcher (rows
+/// the API refused). A write error is kept and returned by [`Rejects::close`], never lost.
+#[derive(Clone)]
+pub struct Rejects(Arc<Mutex<RejectsFile>>);
+
+struct RejectsFile {
+    path: PathBuf,
+    writer: Option<RejectsWriter>,
+    error: Option<RejectsError>,
+}
+
+impl Rejects {
+    pub fn create(path: &Path) -> Result<Self, RejectsError> {
+        Ok(Self(Arc::new(Mutex::new(RejectsFile {
+            path: path.to_owned(),
+            writer: Some(RejectsWriter::create(path)?),
+            error: None,
+        }))))
+    }
+
+    fn file(&self) -> std::sync::MutexGuard<'_, RejectsFile> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn push(&self, reject: Reject) {
+        let mut file = self.file();
+        if let Some(writer) = file.writer.as_mut()
+            && let Err(error) = writer.push(reject)
+        {
+            file.writer = None;
+            file.error.get_or_insert(error);
+        }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.file().path.clone()
+    }
+
+    /// Writes what is pending and closes the file; the first error met on the way, if any.
+    pub fn close(&self) -> Result<(), RejectsError> {
+        let mut file = self.file();
+        if let Some(writer) = file.writer.take()
+            && let Err(error) = writer.finish()
+        {
+            file.error.get_or_insert(error);
+        }
+        match file.error.take() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Members whose batch was not accepted because the run stopped first: into the rejects
+/// file as `not_sent`, so every member is accounted for.
+pub fn not_sent(rejects: &Rejects, members: &[ImportSubscriber], why: &str) -> u64 {
+    for member in members {
+        let mut reject = Reject::new(Some(&member.email_address), RejectReason::NotSent);
+        reject.message = Some(why.to_owned());
+        rejects.push(reject);
+    }
+    members.len() as u64
+}
+
+/// The counts of one run (an attempt and the attempts it resumes).
+pub struct Tally {
+    rejects: Rejects,
+    rows: RowCounts,
+    batches: u64,
+    requests: u64,
+    retries: u64,
+    resent_after_unknown: u64,
+    members_maybe_resent: u64,
+    new: u64,
+    existing: u64,
+    not_sent: u64,
+    /// API failure code -> rows.
+    api: BTreeMap<i64, u64>,
+}
+
+impl Tally {
+    pub fn new(rejects: Rejects) -> Self {
+        Self {
+            rejects,
+            rows: RowCounts::default(),
+            batches: 0,
+            requests: 0,
+            retries: 0,
+            resent_after_unknown: 0,
+            members_maybe_resent: 0,
+            new: 0,
+            existing: 0,
+            not_sent: 0,
+            api: BTreeMap::new(),
+        }
+    }
+
+    pub fn rejects(&self) -> &Rejects {
+        &self.rejects
+    }
+
+    /// A batch an earlier attempt got accepted: it counts, and its refused rows are rejects
+    /// again (the rejects file is per attempt).
+    pub fn replay(&mut self, batch: &Accepted) {
+        self.accepted(batch.new, batch.existing, &batch.failures);
+    }
+
+    /// Members an earlier attempt sent without seeing the answer: this attempt sends them
+    /// again, so they may be imported twice (an import updates a member already there).
+    pub fn resending(&mut self, members: u64) {
+        self.members_maybe_resent += members;
+    }
+
+    /// One batch's requests, whatever its outcome.
+    pub fn requests(&mut self, sent: &Sent) {
+        self.batches += 1;
+        self.requests += sent.requests;
+        self.retries += sent.retries;
+        self.resent_after_unknown += sent.resent_after_unknown;
+        if sent.resent_after_unknown > 0 {
+            self.members_maybe_resent += sent.batch.len() as u64;
+        }
+    }
+
+    pub fn accepted(&mut self, new: u64, existing: u64, failures: &[ImportFailure]) {
+        self.new += new;
+        self.existing += existing;
+        for failure in failures {
+            self.api_reject(&failure.email_address, failure.code, &failure.message);
+        }
+    }
+
+    /// The API refused a whole batch for good.
+    pub fn refused(&mut self, members: &[ImportSubscriber], code: i64, message: &str) {
+        for member in members {
+            self.api_reject(&member.email_address, code, message);
+        }
+    }
+
+    fn api_reject(&mut self, email: &str, code: i64, message: &str) {
+        *self.api.entry(code).or_insert(0) += 1;
+        let mut reject = Reject::new(Some(email), RejectReason::Api);
+        reject.code = Some(code);
+        reject.message = Some(message.to_owned());
+        self.rejects.push(reject);
+    }
+
+    pub fn not_sent(&mut self, members: &[ImportSubscriber], why: &str) {
+        self.not_sent += not_sent(&self.rejects, members, why);
+    }
+
+    /// What the batcher did: rows read and sorted, and members it could not hand over.
+    pub fn batched(&mut self, rows: &RowCounts, not_sent: u64) {
+        self.rows.add(rows);
+        self.not_sent += not_sent;
+    }
+
+    /// Closes the rejects file and writes the counts into `report`: on every path out of a run.
+    pub fn close(self, report: &mut Report) -> Result<(), RejectsError> {
+        report.count_rows(&self.rows);
+        report.batches = self.batches;
+        report.requests = self.requests;
+        report.retries = self.retries;
+        report.resent_after_unknown = self.resent_after_unknown;
+        report.members_maybe_resent = self.members_maybe_resent;
+        report.members_new = self.new;
+        report.members_existing = self.existing;
+        report.members_sent = self.new + self.existing;
+        report.rejected.api = self.api;
+        report.rejected.not_sent = self.not_sent;
+        report.rejects_file = Some(self.rejects.path());
+        self.rejects.close()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign_monitor::ConsentToTrack;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    fn member(email: &str) -> ImportSubscriber {
+        ImportSubscriber {
+            email_address: email.into(),
+            name: None,
+            custom_fields: vec![],
+            consent_to_track: ConsentToTrack::Yes,
+        }
+    }
+
+    fn rows_in(path: &Path) -> usize {
+        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap().num_rows())
+            .sum()
+    }
+
+    #[test]
+    fn counts_every_member_once_and_writes_every_reject() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rejects.parquet");
+        let mut tally = Tally::new(Rejects::create(&path).unwrap());
+        let earlier = Accepted {
+            batch: Some(0),
+            new: 2,
+            existing: 1,
+            emails: vec!["a@x.com".into(), "b@x.com".into(), "c@x.com".into(), "d@x.com".into()],
+            failures: vec![ImportFailure {
+                email_address: "d@x.com".into(),
+                code: 206,
+                message: "Unsubscribed".into(),
+            }],
+        };
+        tally.replay(&earlier);
+        tally.resending(5);
+        tally.accepted(1, 0, &[]);
+        tally.refused(&[member("e@x.com")], 204, "In suppression list");
+        tally.not_sent(&[member("f@x.com"), member("g@x.com")], "the run stopped");
+        tally.batched(
+            &RowCounts {
+                rows: 9,
+                unique: 7,
+                duplicate: 1,
+                missing_email: 1,
+                ..RowCounts::default()
+            },
+            1,
+        );
+        let mut report = Report::default();
+        tally.close(&mut report).unwrap();
+        assert_eq!(
+            (report.members_new, report.members_existing, report.members_sent),
+            (3, 1, 4)
+        );
+        assert_eq!(report.rejected.api, BTreeMap::from([(204, 1), (206, 1)]));
+        assert_eq!(report.rejected.not_sent, 3);
+        assert_eq!(report.members_maybe_resent, 5);
+        assert_eq!((report.rows_matched, report.members_unique), (9, 7));
+        // API 2 + not sent 2; the batcher writes the rows it rejects itself.
+        assert_eq!(rows_in(&path), 4);
+    }
+}

@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 
 use super::concurrency::Concurrency;
 use super::error::ExportError;
+use super::options::StopReason;
 use super::progress::Counters;
-use super::run::StopReason;
 use super::send::{Delivery, Sender, Sent};
 use super::tally::Tally;
 use crate::campaign_monitor::ImportBatch;

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::error::ExportError;
 use super::preflight::check_cap;
 use super::progress::{Progress, ProgressMode};
+use crate::campaign_monitor::ImportSubscriber;
 use crate::config::Pipeline;
 use crate::engine::{self, OnEngine};
 use crate::members::{Extractor, RejectReason, RowCounts, mask};
@@ -82,20 +83,9 @@ pub async fn plan(pipeline: &Pipeline, progress: ProgressMode) -> Result<Plan, E
         let counts = extractor
             .extract(
                 &batch,
-                |m| {
+                |member| {
                     if samples.len() < SAMPLES {
-                        let fields: Vec<String> = m
-                            .custom_fields
-                            .iter()
-                            .map(|f| format!("{}={}", f.key, f.value))
-                            .collect();
-                        samples.push(format!(
-                            "{} name={:?} consent={} {}",
-                            mask(&m.email_address),
-                            m.name.as_deref().unwrap_or(""),
-                            m.consent_to_track.as_str(),
-                            fields.join(" ")
-                        ));
+                        samples.push(sample(&member));
                     }
                 },
                 |_| {},
@@ -123,6 +113,22 @@ pub async fn plan(pipeline: &Pipeline, progress: ProgressMode) -> Result<Plan, E
         max_profiles: pipeline.options.max_profiles,
         samples,
     })
+}
+
+/// A member as `plan` shows it: the address masked.
+fn sample(member: &ImportSubscriber) -> String {
+    let fields: Vec<String> = member
+        .custom_fields
+        .iter()
+        .map(|f| format!("{}={}", f.key, f.value))
+        .collect();
+    format!(
+        "{} name={:?} consent={} {}",
+        mask(&member.email_address),
+        member.name.as_deref().unwrap_or(""),
+        member.consent_to_track.as_str(),
+        fields.join(" ")
+    )
 }
 
 /// Checks SQL and schema exactly as a run plans them: every segment, the export query, and

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::run::StopReason;
+use super::options::StopReason;
 use crate::config::Connections;
 
 /// What a run watches.

@@ -11,149 +11,27 @@
 //! is synced, the rejects file closed and the report's counts are true.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
 
 use super::batcher::Batcher;
-use super::checkpoint::{self, Checkpoint};
+use super::checkpoint::{self, Checkpoint, Place};
 use super::concurrency::Concurrency;
 use super::dispatch::{Dispatched, Dispatcher};
 use super::error::ExportError;
+use super::options::{RunOptions, StopReason, now_rfc3339};
 use super::preflight::{self, Ready};
-use super::progress::{Progress, ProgressMode};
+use super::progress::Progress;
 use super::send::Sender;
 use super::tally::{Rejects, Tally};
-use crate::campaign_monitor::{ClientOptions, Credentials};
+use crate::campaign_monitor::Credentials;
 use crate::config::{Connection, Pipeline};
 use crate::engine;
 use crate::error_text::{chain, mask_addresses};
 use crate::members::Extractor;
-use crate::retry::Backoff;
-use crate::state::{
-    self, ExportLock, Fingerprint, History, HistoryEntry, Holder, LockError, Report, RunState, RunStatus, SendsTo,
-    Trigger,
-};
-
-/// How to run, beyond what the pipeline says.
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    /// Where a copy of the report goes; the state folder always keeps one.
-    pub report_path: Option<PathBuf>,
-    /// Default [`state::default_dir`] of the pipeline's folder.
-    pub state_dir: Option<PathBuf>,
-    pub progress: ProgressMode,
-    pub backoff: Backoff,
-    pub client: ClientOptions,
-    pub sandbox: bool,
-    /// Continue the last unfinished run of this export instead of starting a new one.
-    pub resume: bool,
-    pub trigger: Trigger,
-    /// The id of a new run; default [`new_run_id`].
-    pub run_id: Option<String>,
-}
-
-impl Default for RunOptions {
-    /// A library caller gets no progress display unless it asks for one.
-    fn default() -> Self {
-        Self {
-            report_path: None,
-            state_dir: None,
-            progress: ProgressMode::Never,
-            backoff: Backoff::default(),
-            client: ClientOptions::default(),
-            sandbox: false,
-            resume: false,
-            trigger: Trigger::default(),
-            run_id: None,
-        }
-    }
-}
-
-/// Why a run is asked to stop before its next batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StopReason {
-    /// A signal: the run ends `interrupted` and `--resume` continues it.
-    Interrupt,
-    /// Its definition or connection went away or was disabled: the run ends `cancelled`.
-    Cancel(String),
-}
-
-impl std::fmt::Display for StopReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StopReason::Interrupt => f.write_str("interrupted"),
-            StopReason::Cancel(why) => write!(f, "cancelled: {why}"),
-        }
-    }
-}
-
-/// A new run id: UTC time and a random suffix, so ids sort by start time.
-pub fn new_run_id() -> String {
-    format!(
-        "{}-{:04x}",
-        chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
-        rand::random::<u16>()
-    )
-}
-
-/// Milliseconds: the history orders runs by start time, and two may start in one second.
-pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// Where a run keeps its files, and the state of the run it resumes, if any.
-struct Place {
-    state_dir: PathBuf,
-    run_dir: PathBuf,
-    run_id: String,
-    resumed: Option<RunState>,
-    /// The state folder's report first, then the `--report` copy.
-    reports: Vec<PathBuf>,
-    rejects: PathBuf,
-}
-
-impl Place {
-    fn find(pipeline: &Pipeline, options: &RunOptions) -> Result<Self, ExportError> {
-        let dir = options
-            .state_dir
-            .clone()
-            .unwrap_or_else(|| state::default_dir(pipeline.dir()));
-        // Absolute, so reports point at their files from wherever they are read.
-        let state_dir = std::path::absolute(&dir).unwrap_or(dir);
-        let runs = state_dir.join("runs").join(&pipeline.name);
-        let (run_dir, resumed) = match options.resume {
-            true => state::last_unfinished(&runs, &pipeline.name).map(|(dir, then)| (dir, Some(then)))?,
-            false => (runs.join(options.run_id.clone().unwrap_or_else(new_run_id)), None),
-        };
-        let run_id = run_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let copy = options
-            .report_path
-            .as_ref()
-            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()));
-        let rejects = match &copy {
-            Some(report) => report.with_file_name(format!(
-                "{}-rejects.parquet",
-                report.file_stem().and_then(|s| s.to_str()).unwrap_or("report")
-            )),
-            None => run_dir.join("rejects.parquet"),
-        };
-        let reports = std::iter::once(run_dir.join(state::REPORT_FILE)).chain(copy).collect();
-        Ok(Self {
-            state_dir,
-            run_dir,
-            run_id,
-            resumed,
-            reports,
-            rejects,
-        })
-    }
-}
+use crate::state::{self, Fingerprint, History, HistoryEntry, Report, RunState, RunStatus, SendsTo};
 
 /// Runs the export under its lock, writes its report and records it in the history.
 /// `credentials` default to the connection's own, read where `connections.toml` says they
@@ -170,7 +48,7 @@ pub async fn run(
     let clock = Instant::now();
     let place = Place::find(pipeline, options)?;
     let history = History::new(&place.state_dir);
-    let _lock = lock(pipeline, options, &place, &history).await?;
+    let _lock = place.lock(&pipeline.name, options.trigger, &history).await?;
     let mut report = new_report(pipeline, connection, &place, options);
     tracing::info!(export = %pipeline.name, run_id = %place.run_id, list_id = %pipeline.destination.list_id, resumed = report.resumed, trigger = options.trigger.as_str(), "run started");
     let outcome = execute(pipeline, connection, credentials, options, &place, &mut report, stop).await;
@@ -184,38 +62,6 @@ pub async fn run(
     tracing::info!(status = ?report.status, report = %report.report_file.as_deref().unwrap_or(&place.run_dir).display(), "run finished");
     history.append(HistoryEntry::of(&report)).await;
     Ok(report)
-}
-
-/// Takes the export's lock, or records the run as skipped and says who holds it.
-async fn lock(
-    pipeline: &Pipeline,
-    options: &RunOptions,
-    place: &Place,
-    history: &History,
-) -> Result<ExportLock, ExportError> {
-    let holder = Holder {
-        run_id: place.run_id.clone(),
-        trigger: options.trigger,
-        pid: std::process::id(),
-        started_at: now_rfc3339(),
-    };
-    match ExportLock::acquire(&place.state_dir, &pipeline.name, &holder) {
-        Ok(lock) => Ok(lock),
-        Err(error @ LockError::Held { .. }) => {
-            let why = error.to_string();
-            let entry = HistoryEntry::without_report(
-                &pipeline.name,
-                &place.run_id,
-                options.trigger,
-                RunStatus::Skipped,
-                &holder.started_at,
-                why,
-            );
-            history.append(entry).await;
-            Err(error.into())
-        }
-        Err(error) => Err(error.into()),
-    }
 }
 
 fn new_report(pipeline: &Pipeline, connection: &Connection, place: &Place, options: &RunOptions) -> Report {

@@ -2,6 +2,8 @@
 //! segment can build on an earlier one), and the export query that projects the mapping
 //! out of the union of the chosen segments.
 
+mod balance;
+
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::common::TableReference;
 use datafusion::error::DataFusionError;
@@ -43,7 +45,7 @@ pub enum SegmentError {
         data_type: DataType,
     },
     #[error(
-        "segment `{segment}` nests its expressions {depth} levels deep, past the {max} the engine plans safely; write long lists of `OR` terms as `column IN (...)`, or split the segment"
+        "segment `{segment}` nests an expression {depth} levels deep, past the {max} the engine plans safely; split it over several segments or simplify it (long lists of `OR` and `AND` terms are fine)"
     )]
     TooDeep { segment: String, depth: usize, max: usize },
     #[error("cannot build the export query over segments {segments}")]
@@ -61,6 +63,17 @@ pub struct Prepared {
     /// The union of the chosen segments, projected to the mapped values.
     pub export: DataFrame,
     pub layout: Layout,
+}
+
+/// Plans one read-only query, its long `AND`/`OR` chains balanced first (see `balance`).
+async fn plan_sql(ctx: &SessionContext, sql: &str) -> Result<DataFrame, DataFusionError> {
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let mut statement = state.sql_to_statement(sql, &dialect)?;
+    balance::balance(&mut statement);
+    let plan = state.statement_to_plan(statement).await?;
+    read_only().verify_plan(&plan)?;
+    ctx.execute_logical_plan(plan).await
 }
 
 /// Only queries: no DDL, no DML, no `SET` or other statements.
@@ -121,7 +134,7 @@ pub async fn prepare(pipeline: &Pipeline) -> Result<Prepared, SegmentError> {
             segment: segment.name.clone(),
             source,
         };
-        let frame = ctx.sql_with_options(&segment.sql, read_only()).await.map_err(sql_err)?;
+        let frame = plan_sql(&ctx, &segment.sql).await.map_err(sql_err)?;
         let depth = depth(frame.logical_plan());
         if depth > engine::MAX_DEPTH {
             return Err(SegmentError::TooDeep {

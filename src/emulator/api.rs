@@ -435,9 +435,12 @@ pub(super) async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let path = uri.path().strip_prefix("/api/v3.3/").unwrap_or("");
+    if method == Method::POST && path.ends_with("/import.json") {
+        shared.imports.pass().await;
+    }
     let query: HashMap<String, String> = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
         .into_owned()
         .collect();
@@ -451,16 +454,22 @@ pub(super) async fn handle(
         Err(_) => "anonymous".to_owned(),
     };
     let (rate_headers, over_limit) = rate_limit(&shared, &bucket);
-    let (endpoint, answer) = match identity {
-        Err(answer) => ("auth".to_owned(), answer),
-        Ok(_) if over_limit => {
+    // A body over the limit is refused as the API refuses anything: JSON `Code` and `Message`.
+    let body = body.map_err(|refused| {
+        let status = refused.status();
+        error(status, i64::from(status.as_u16()), &refused.body_text())
+    });
+    let (endpoint, answer) = match (identity, body) {
+        (Err(answer), _) => ("auth".to_owned(), answer),
+        (Ok(_), _) if over_limit => {
             shared.lock().stats.faults.rate_limited += 1;
             (
                 "rate-limited".to_owned(),
                 error(StatusCode::TOO_MANY_REQUESTS, 429, "Rate limit exceeded"),
             )
         }
-        Ok(_) => match roll_fault(&shared) {
+        (Ok(_), Err(answer)) => ("body".to_owned(), answer),
+        (Ok(_), Ok(body)) => match roll_fault(&shared) {
             Fault::ServerError => {
                 shared.lock().stats.faults.injected_500 += 1;
                 (

@@ -44,6 +44,35 @@ struct State {
 struct Shared {
     config: EmulatorConfig,
     state: Mutex<State>,
+    imports: ImportGate,
+}
+
+/// Holds import calls where they arrive until a test lets them through, so a test can stop a
+/// run between two batches without waiting on the clock.
+#[derive(Default)]
+struct ImportGate {
+    /// `Some` while held: each import takes a permit.
+    permits: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+    waiting: tokio::sync::watch::Sender<u64>,
+}
+
+impl ImportGate {
+    async fn pass(&self) {
+        let held = self.permits.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(permits) = held else { return };
+        match permits.try_acquire() {
+            Ok(permit) => permit.forget(),
+            // Closed: the gate was opened.
+            Err(tokio::sync::TryAcquireError::Closed) => {}
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                self.waiting.send_modify(|n| *n += 1);
+                if let Ok(permit) = permits.acquire().await {
+                    permit.forget();
+                }
+                self.waiting.send_modify(|n| *n -= 1);
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -84,12 +113,16 @@ impl Emulator {
                 stats: Stats::default(),
             }),
             config,
+            imports: ImportGate::default(),
         });
         let router = Router::new()
             .route("/api/v3.3/{*path}", any(api::handle))
             .route("/oauth/token", post(oauth::token))
             .route("/_emulator/stats", get(stats_handler))
             .route("/_emulator/expire-tokens", post(oauth::expire))
+            .layer(axum::extract::DefaultBodyLimit::max(
+                crate::campaign_monitor::MAX_REQUEST_BYTES,
+            ))
             .with_state(shared.clone());
         tokio::spawn(server::serve(listener, router, async {
             let _ = stopped.await;
@@ -122,6 +155,53 @@ impl Emulator {
     /// Changes a list directly: tests use it to set up unsubscribed members and custom fields.
     pub fn with_list_mut<R>(&self, list_id: &str, change: impl FnOnce(&mut List) -> R) -> Option<R> {
         self.shared.lock().lists.get_mut(list_id).map(change)
+    }
+
+    /// From now on, import calls wait where they arrive until [`Emulator::release_imports`]
+    /// lets them through (tests use it to stop a run between two batches).
+    pub fn hold_imports(&self) {
+        *self.shared.imports.permits.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Arc::new(tokio::sync::Semaphore::new(0)));
+    }
+
+    /// Lets `calls` held import calls through, now or as they arrive.
+    pub fn release_imports(&self, calls: usize) {
+        if let Some(permits) = self
+            .shared
+            .imports
+            .permits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            permits.add_permits(calls);
+        }
+    }
+
+    /// Stops holding: every waiting and later import call goes through.
+    pub fn open_imports(&self) {
+        if let Some(permits) = self
+            .shared
+            .imports
+            .permits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            permits.close();
+        }
+    }
+
+    /// Removes a list, as deleting it in Campaign Monitor does: calls on it then fail with
+    /// code 101.
+    pub fn remove_list(&self, list_id: &str) {
+        self.shared.lock().lists.remove(list_id);
+    }
+
+    /// Resolves once `calls` import calls wait at the held gate (every permit given is used).
+    pub async fn imports_waiting(&self, calls: u64) {
+        let mut waiting = self.shared.imports.waiting.subscribe();
+        let _ = waiting.wait_for(|n| *n >= calls).await;
     }
 
     pub fn stop(mut self) {

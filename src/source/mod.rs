@@ -216,7 +216,10 @@ fn check(
         file: meta.location.to_string(),
         why: why.to_owned(),
     };
-    let mut partition_columns: Option<Vec<String>> = None;
+    // In path order, so the same snapshot gives the same answer however the store lists it.
+    let mut metas: Vec<&ObjectMeta> = metas.iter().collect();
+    metas.sort_by(|a, b| a.location.cmp(&b.location));
+    let mut layout: Option<(Vec<String>, &ObjectMeta)> = None;
     let mut files = Vec::with_capacity(metas.len());
     for meta in metas {
         let relative: Vec<String> = if folder {
@@ -249,20 +252,21 @@ fn check(
                 "in a folder that is not a `key=value` partition among partition folders; move it, or export the partitions with a glob",
             ));
         }
-        match &partition_columns {
-            None => partition_columns = Some(keys),
-            Some(expected) if *expected == keys => {}
-            Some(expected) => {
-                let layout = |k: &[String]| match k.is_empty() {
+        match &layout {
+            None => layout = Some((keys, meta)),
+            Some((expected, _)) if *expected == keys => {}
+            Some((expected, first)) => {
+                let shown = |k: &[String]| match k.is_empty() {
                     true => "no partition folders".to_owned(),
                     false => k.iter().map(|k| format!("{k}=...")).collect::<Vec<_>>().join("/"),
                 };
                 return Err(refused(
                     meta,
                     &format!(
-                        "whose folders are `{}` where the other files are under `{}`; every file must sit in the same partition layout",
-                        layout(&keys),
-                        layout(expected)
+                        "under `{}`, while `{}` is under `{}`; every file must sit in the same partition layout (move one, or name the files with a glob)",
+                        shown(&keys),
+                        first.location,
+                        shown(expected)
                     ),
                 ));
             }
@@ -277,7 +281,7 @@ fn check(
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Snapshot {
         files,
-        partition_columns: partition_columns.unwrap_or_default(),
+        partition_columns: layout.map(|(keys, _)| keys).unwrap_or_default(),
     })
 }
 
@@ -338,7 +342,7 @@ mod tests {
                     meta("data/snap/country=RO/a.parquet", 1),
                     meta("data/snap/extra/b.parquet", 1),
                 ],
-                "`no partition folders` where the other files are under `country=...`",
+                "under `no partition folders`, while `data/snap/country=RO/a.parquet` is under `country=...`",
             ),
             (
                 vec![meta("data/snap/country=RO/old/a.parquet", 1)],

@@ -9,7 +9,7 @@ use datafusion::arrow::array::{ArrayRef, BooleanArray, Date32Array, Float64Array
 use datafusion::parquet::arrow::ArrowWriter;
 use serde_json::Value;
 
-use crate::support::{KEY, LIST, bin, emulator, output};
+use crate::support::{KEY, LIST, emulator, output};
 
 const KEY_VAR: &str = "CM_EXPORT_TEST_KEY";
 
@@ -108,7 +108,7 @@ base-url = "{}"
     }
 
     async fn cm(&self, args: &[&str]) -> (i32, String, String) {
-        let mut command = tokio::process::Command::new(bin());
+        let mut command = crate::support::command();
         command
             .args(args)
             .env(KEY_VAR, KEY)
@@ -440,7 +440,7 @@ async fn connection_refusals() {
     assert!(stderr.contains("`CM_EXPORT_TEST_UNSET_VAR` is not set"), "{stderr}");
 
     std::fs::write(&connections, &original).unwrap();
-    let empty = tokio::process::Command::new(bin())
+    let empty = crate::support::command()
         .args(["run", pipeline.to_str().unwrap()])
         .env(KEY_VAR, "  ")
         .current_dir(s.dir.path())
@@ -464,7 +464,7 @@ async fn connection_refusals() {
 
     // A wrong key: the credential check fails before the scan, and the key is never shown.
     std::fs::write(&connections, &original).unwrap();
-    let output = tokio::process::Command::new(bin())
+    let output = crate::support::command()
         .args(["run", pipeline.to_str().unwrap(), "--report", "report.json"])
         .env(KEY_VAR, "wrong-key-d41d8cd9")
         .env("RUST_LOG", "trace")
@@ -511,7 +511,7 @@ async fn a_segment_with_no_rows_succeeds_without_import_calls() {
 async fn quickstart_runs_against_the_sandbox() {
     let dir = tempfile::tempdir().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let output = tokio::process::Command::new(bin())
+    let output = crate::support::command()
         .args([
             "run",
             "pipelines/quickstart.toml",
@@ -545,7 +545,7 @@ async fn quickstart_runs_against_the_sandbox() {
 #[tokio::test]
 async fn views_build_on_views_and_fields_are_formatted() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let output = tokio::process::Command::new(bin())
+    let output = crate::support::command()
         .args(["plan", "pipelines/vip_romania.toml", "--json", "--progress", "never"])
         .current_dir(root)
         .output()

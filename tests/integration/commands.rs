@@ -4,12 +4,12 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::support::{KEY, LIST, bin, emulator, output};
+use crate::support::{KEY, LIST, emulator, output};
 
 const KEY_VAR: &str = "CM_COMMANDS_TEST_KEY";
 
 async fn cm(dir: &Path, key: &str, args: &[&str]) -> (i32, String, String) {
-    let mut command = tokio::process::Command::new(bin());
+    let mut command = crate::support::command();
     command
         .args(args)
         .env(KEY_VAR, key)
@@ -206,7 +206,7 @@ async fn schedule_logs_next_times_and_stops_cleanly_on_sigterm() {
     )
     .unwrap();
     std::fs::write(dir.path().join("pipelines/typo.toml"), "[source]\npaht = \"x\"\n").unwrap();
-    let mut child = tokio::process::Command::new(bin())
+    let mut child = crate::support::command()
         .args(["schedule", "pipelines"])
         .env(KEY_VAR, KEY)
         .env_remove("CM_EXPORT_CONNECTIONS")
@@ -275,7 +275,7 @@ async fn an_on_demand_run_stops_when_its_connection_is_removed() {
         ),
     )
     .unwrap();
-    let run = tokio::process::Command::new(bin())
+    let run = crate::support::command()
         .args(["run", "pipelines/slow.toml", "--report", "report.json"])
         .env(KEY_VAR, KEY)
         .env_remove("CM_EXPORT_CONNECTIONS")

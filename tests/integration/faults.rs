@@ -11,7 +11,7 @@ use datafusion::arrow::array::{Array, AsArray};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use serde_json::Value;
 
-use crate::support::{KEY, LIST, active_emails, bin, emulator_with};
+use crate::support::{KEY, LIST, active_emails, emulator_with};
 
 const ROWS: u64 = 6000;
 const SEGMENT: &str = "lifetime_value > 300";
@@ -67,7 +67,7 @@ async fn export_under(
         ),
     )
     .unwrap();
-    let output = tokio::process::Command::new(bin())
+    let output = crate::support::command()
         .args(["run", "faulty.toml", "--report", "report.json", "--progress", "never"])
         .env("CM_FAULT_KEY", KEY)
         .current_dir(dir.path())

@@ -9,6 +9,7 @@ mod commands;
 mod emulator_api;
 mod faults;
 mod fixtures_shape;
+mod foundation;
 mod official_client;
 mod resume;
 mod schedule;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{KEY, LIST, active_emails, bin, emulator_with, output, wait_for_imports};
+use crate::support::{KEY, LIST, active_emails, emulator_with, output, wait_for_imports};
 
 const PIPELINE: &str = r#"
 [source]
@@ -49,7 +49,7 @@ async fn setup_with(
 }
 
 fn cm(dir: &std::path::Path, args: &[&str]) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(bin());
+    let mut command = crate::support::command();
     command
         .args(args)
         .env("CM_RESUME_KEY", KEY)

@@ -44,6 +44,20 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cm-export"))
 }
 
+/// Variables the tool reads that a developer's shell may have set: a test's command starts
+/// without them, so it behaves the same on every machine.
+const TOOL_ENV: [&str; 3] = ["CM_EXPORT_CONNECTIONS", "RUST_LOG", "CM_API_KEY"];
+
+/// The binary, in a clean environment (see [`TOOL_ENV`]).
+pub fn command() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(bin());
+    for name in TOOL_ENV {
+        command.env_remove(name);
+    }
+    command.kill_on_drop(true);
+    command
+}
+
 /// The list's active members, addresses lowercased.
 pub fn active_emails(emulator: &Emulator) -> std::collections::BTreeSet<String> {
     emulator

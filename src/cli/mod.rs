@@ -39,6 +39,9 @@ pub enum Command {
         json: bool,
         #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
         progress: ProgressMode,
+        /// The connections file (default: $CM_EXPORT_CONNECTIONS, then beside the pipeline, then its parent folder); without one the connection is not checked.
+        #[arg(long)]
+        connections: Option<PathBuf>,
     },
     /// Check definitions, connections, SQL and schema; sends nothing.
     Validate {
@@ -77,7 +80,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             pipeline,
             json,
             progress,
-        } => run::plan(&pipeline, json, progress).await,
+            connections,
+        } => run::plan(&pipeline, json, progress, connections.as_deref()).await,
         Command::Validate { pipelines, connections } => run::validate(&pipelines, connections.as_deref()).await,
         Command::SampleData { rows, out, seed, files } => {
             let written = cm_export::sample::generate(&out, rows, files, seed)?;

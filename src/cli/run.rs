@@ -27,6 +27,9 @@ pub struct RunArgs {
     /// Continue the last unfinished run of this export; members already accepted are not sent again.
     #[arg(long)]
     resume: bool,
+    /// How often the run checks that its definition, connection and consent still exist.
+    #[arg(long, default_value_t = 2000, hide = true)]
+    watch_every_ms: u64,
 }
 
 fn load(pipeline: &Path, connections: Option<&Path>) -> anyhow::Result<(Pipeline, Connection)> {
@@ -86,7 +89,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let stop = async {
         tokio::select! {
             () = signal => StopReason::Interrupt,
-            reason = export::removed(destination, std::time::Duration::from_secs(2)) => reason,
+            reason = export::removed(destination, std::time::Duration::from_millis(args.watch_every_ms.max(1))) => reason,
         }
     };
     let report = export::run(&pipeline, &connection, credentials.as_ref(), &options, stop).await?;
@@ -112,9 +115,32 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     Ok(report.status.exit_code())
 }
 
-pub async fn plan(pipeline: &Path, json: bool, progress: ProgressMode) -> anyhow::Result<u8> {
+pub async fn plan(
+    pipeline: &Path,
+    json: bool,
+    progress: ProgressMode,
+    connections: Option<&Path>,
+) -> anyhow::Result<u8> {
     let pipeline = Pipeline::load(pipeline)?;
-    let plan = export::plan(&pipeline, progress).await?;
+    // An analyst may plan without the connections file; when there is one, the connection
+    // must be usable, as a run would need it.
+    let connection = match Connections::locate(connections, pipeline.dir()) {
+        Ok(file) => Some(
+            Connections::load(&file)?
+                .usable(&pipeline.destination.connection)?
+                .clone(),
+        ),
+        Err(_) if connections.is_none() => None,
+        Err(error) => return Err(error.into()),
+    };
+    let mut plan = export::plan(&pipeline, progress).await?;
+    plan.connection = Some(match connection {
+        Some(c) => format!("`{}` ({})", c.name, c.display_name),
+        None => format!(
+            "`{}` (not checked: no connections file)",
+            pipeline.destination.connection
+        ),
+    });
     if json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
     } else {

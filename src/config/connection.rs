@@ -36,13 +36,14 @@ struct ConnectionWire {
     alert_webhook: Option<String>,
 }
 
+/// Tokens obtained elsewhere; refreshing needs only the refresh token. (A client id and
+/// secret belong to the authorization step, which this tool does not do yet: they are
+/// refused rather than kept unused.)
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct OAuthWire {
     access_token_env: String,
     refresh_token_env: Option<String>,
-    client_id: Option<String>,
-    client_secret_env: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -169,17 +170,18 @@ impl Connections {
         for (name, c) in wire {
             let invalid = |key: &str, message: String| ConfigError::invalid(path, &format!("{name}.{key}"), message);
             let credentials = match (c.api_key_env, c.api_key_file, c.oauth) {
-                (Some(var), None, None) if !var.trim().is_empty() => CredentialSource::ApiKeyEnv(var),
-                (None, Some(file), None) => CredentialSource::ApiKeyFile(dir.join(file)),
-                (None, None, Some(oauth)) => {
-                    // The client id and secret are for the authorization step, done elsewhere;
-                    // refreshing needs only the refresh token.
-                    let _ = (oauth.client_id, oauth.client_secret_env);
-                    CredentialSource::OAuth {
-                        access_token_env: oauth.access_token_env,
-                        refresh_token_env: oauth.refresh_token_env,
-                    }
+                (Some(var), None, None) if var.trim().is_empty() => {
+                    return Err(invalid(
+                        "api-key-env",
+                        "is empty; name the environment variable that holds the API key".into(),
+                    ));
                 }
+                (Some(var), None, None) => CredentialSource::ApiKeyEnv(var),
+                (None, Some(file), None) => CredentialSource::ApiKeyFile(dir.join(file)),
+                (None, None, Some(oauth)) => CredentialSource::OAuth {
+                    access_token_env: oauth.access_token_env,
+                    refresh_token_env: oauth.refresh_token_env,
+                },
                 (None, None, None) => {
                     return Err(invalid(
                         "api-key-env",
@@ -345,5 +347,16 @@ base-url = "http://127.0.0.1:8080/api/v3.3"
             .unwrap_err()
             .to_string();
         assert!(err.contains("sandbox.api-key-env` is missing"), "{err}");
+        let err = parse(&GOOD.replace("CM_TEST_KEY_UNSET_42", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("marketing.api-key-env` is empty"), "{err}");
+        let oauth = GOOD.replace(
+            "api-key-env = \"CM_TEST_KEY_UNSET_42\"",
+            "[marketing.oauth]\naccess-token-env = \"A\"\nclient-id = \"123\"",
+        );
+        let err = parse(&oauth).unwrap_err();
+        let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+        assert!(text.contains("client-id"), "{text}");
     }
 }

@@ -64,21 +64,16 @@ struct DestinationWire {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum ConsentWire {
-    Constant(String),
-    Column { column: String },
-}
-
-#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct MappingWire {
     /// The column holding the email address. Required.
     email: String,
     /// The column holding the subscriber's name.
     name: Option<String>,
-    /// `Yes`, `No`, `Unchanged` (default), or `{ column = "c" }`.
-    consent_to_track: Option<ConsentWire>,
+    /// `Yes`, `No`, `Unchanged` (default), or `{ column = "c" }`. Read as a plain value and
+    /// checked by hand: serde's untagged enums answer a typo with "did not match any variant"
+    /// and drop unknown keys inside the table.
+    consent_to_track: Option<toml::Value>,
     /// Campaign Monitor custom field key -> column.
     #[serde(default)]
     custom_fields: BTreeMap<String, String>,
@@ -319,16 +314,8 @@ impl Pipeline {
                 "is empty; name the column holding the address".into(),
             ));
         }
-        let consent = match mapping.consent_to_track {
-            None => Consent::Constant(ConsentToTrack::Unchanged),
-            Some(ConsentWire::Constant(text)) => Consent::Constant(ConsentToTrack::parse(&text).ok_or_else(|| {
-                invalid(
-                    "mapping.consent-to-track",
-                    format!("`{text}` is not Yes, No or Unchanged (or {{ column = \"...\" }})"),
-                )
-            })?),
-            Some(ConsentWire::Column { column }) => Consent::Column(column),
-        };
+        let consent =
+            consent(mapping.consent_to_track).map_err(|message| invalid("mapping.consent-to-track", message))?;
         for (key, column) in &mapping.custom_fields {
             if key.trim().is_empty() || key.starts_with('[') {
                 return Err(invalid(
@@ -410,6 +397,28 @@ impl Pipeline {
     /// The folder the pipeline file is in.
     pub fn dir(&self) -> &Path {
         self.file.parent().unwrap_or(Path::new("."))
+    }
+}
+
+/// `consent-to-track`: a constant, or a table holding exactly `column`.
+fn consent(value: Option<toml::Value>) -> Result<Consent, String> {
+    const FORMS: &str = "write `Yes`, `No`, `Unchanged` or `{ column = \"NAME\" }`";
+    match value {
+        None => Ok(Consent::Constant(ConsentToTrack::Unchanged)),
+        Some(toml::Value::String(text)) => ConsentToTrack::parse(&text)
+            .map(Consent::Constant)
+            .ok_or_else(|| format!("`{text}` is not Yes, No or Unchanged; {FORMS}")),
+        Some(toml::Value::Table(table)) => {
+            if let Some(unknown) = table.keys().find(|k| *k != "column") {
+                return Err(format!("has an unknown key `{unknown}`; {FORMS}"));
+            }
+            match table.get("column") {
+                Some(toml::Value::String(column)) if !column.trim().is_empty() => Ok(Consent::Column(column.clone())),
+                Some(_) => Err(format!("`column` must name a column; {FORMS}")),
+                None => Err(format!("is an empty table; {FORMS}")),
+            }
+        }
+        Some(other) => Err(format!("is a {}; {FORMS}", other.type_str())),
     }
 }
 
@@ -535,6 +544,21 @@ batch-size = 500
                 "consent-to-track = \"yes\"",
                 "consent-to-track = \"maybe\"",
                 "`maybe` is not Yes, No or Unchanged",
+            ),
+            (
+                "consent-to-track = \"yes\"",
+                "consent-to-track = { colum = \"consent\" }",
+                "`mapping.consent-to-track` has an unknown key `colum`; write `Yes`, `No`, `Unchanged` or `{ column = \"NAME\" }`",
+            ),
+            (
+                "consent-to-track = \"yes\"",
+                "consent-to-track = { column = \"consent\", default = \"Yes\" }",
+                "unknown key `default`",
+            ),
+            (
+                "consent-to-track = \"yes\"",
+                "consent-to-track = true",
+                "`mapping.consent-to-track` is a boolean",
             ),
             ("segments = [\"vip-ro\"]", "segments = [\"vip-r0\"]", "names `vip-r0`"),
             ("name = \"vip-ro\"", "name = \"vip\"", "`vip` is defined twice"),

@@ -21,6 +21,9 @@ const SAMPLES: usize = 5;
 pub struct Plan {
     pub export: String,
     pub list_id: String,
+    /// The connection, as the command line found it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
     pub source_files: usize,
     /// Rows each segment returns on its own.
     pub segments: BTreeMap<String, u64>,
@@ -36,8 +39,13 @@ pub struct Plan {
 
 impl Plan {
     pub fn summary(&self) -> String {
+        let through = self
+            .connection
+            .as_deref()
+            .map(|c| format!(" on {c}"))
+            .unwrap_or_default();
         let mut lines = vec![format!(
-            "plan for export `{}` -> list {} ({} source files)",
+            "plan for export `{}` -> list {}{through} ({} source files)",
             self.export, self.list_id, self.source_files
         )];
         for (name, rows) in &self.segments {
@@ -99,6 +107,7 @@ pub async fn plan(pipeline: &Pipeline, progress: ProgressMode) -> Result<Plan, E
     Ok(Plan {
         export: pipeline.name.clone(),
         list_id: pipeline.destination.list_id.clone(),
+        connection: None,
         source_files,
         segments,
         rows_matched: rows.rows,

@@ -42,9 +42,15 @@ impl Progress {
             let bar = ProgressBar::with_draw_target(Some(total_rows), ProgressDrawTarget::stderr_with_hz(8));
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{spinner} {prefix} [{bar:30}] {human_pos}/{human_len} rows  {msg}  {per_sec}  ETA {eta}",
+                    "{spinner} {prefix} [{bar:30}] {human_pos}/{human_len} rows  {msg}  {rate}  ETA {eta}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .with_key(
+                    "rate",
+                    |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = w.write_str(&rate(state.per_sec()));
+                    },
+                )
                 .progress_chars("=> "),
             );
             bar.set_prefix(what.to_owned());
@@ -84,5 +90,31 @@ impl Progress {
             bar.set_position(self.counters.rows.load(Ordering::Relaxed));
             bar.finish_and_clear();
         }
+    }
+}
+
+/// Rows a second as people read them: `90,987 rows/s`, not `90,987.4509/s`.
+fn rate(per_second: f64) -> String {
+    let whole = per_second.max(0.0).round() as u64;
+    let digits = whole.to_string();
+    let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    format!("{grouped} rows/s")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_is_whole_rows_a_second() {
+        assert_eq!(rate(90_987.4509), "90,987 rows/s");
+        assert_eq!(rate(0.4), "0 rows/s");
+        assert_eq!(rate(1_234_567.0), "1,234,567 rows/s");
     }
 }

@@ -211,8 +211,11 @@ impl History {
             path: self.path.clone(),
             source: Box::new(source),
         };
-        if create && let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| store_error(e.into()))?;
+        if create {
+            // Made (or made again) owner-only before redb fills it: it names runs and paths.
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(false);
+            super::files::open_private(&self.path, &mut options).map_err(|e| store_error(e.into()))?;
         }
         let deadline = std::time::Instant::now() + BUSY_WAIT;
         let mut pause = Duration::from_millis(5);

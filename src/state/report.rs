@@ -233,3 +233,28 @@ impl Report {
         lines.join("\n")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sandbox_run_does_not_claim_the_real_connection() {
+        let report = Report {
+            export: "vip".into(),
+            run_id: "r1".into(),
+            connection: "marketing".into(),
+            display_name: "Campaign Monitor - Marketing".into(),
+            list_id: "L1".into(),
+            sandbox: true,
+            status: RunStatus::Interrupted,
+            ..Report::default()
+        };
+        let summary = report.summary();
+        assert!(
+            summary.contains("list L1 on the sandbox emulator (in place of `marketing`)"),
+            "{summary}"
+        );
+        assert!(!summary.contains("Campaign Monitor - Marketing"), "{summary}");
+    }
+}

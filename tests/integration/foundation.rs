@@ -100,6 +100,23 @@ async fn run_then_interrupt(
     report.unwrap()
 }
 
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() >= 6, "{files:?}");
+    files
+}
+
 fn journal_of(dir: &Path, export: &str) -> PathBuf {
     let runs = dir.join("state/runs").join(export);
     let run = std::fs::read_dir(&runs).unwrap().next().unwrap().unwrap().path();
@@ -138,6 +155,13 @@ async fn a_resume_towards_another_destination_is_refused() {
     // A new run sends everything to the real list.
     let fresh = run_to_end(&pipeline, &connection(dir.path()), &options(dir.path(), false)).await;
     assert_eq!(fresh.members_sent, fresh.members_unique);
+    // Everything the state folder holds is its owner's alone.
+    #[cfg(unix)]
+    for file in files_under(&dir.path().join("state")) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", file.display());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -99,7 +99,7 @@ fn rate(per_second: f64) -> String {
     let digits = whole.to_string();
     let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             grouped.push(',');
         }
         grouped.push(digit);
@@ -113,7 +113,7 @@ mod tests {
 
     #[test]
     fn the_rate_is_whole_rows_a_second() {
-        assert_eq!(rate(90_987.4509), "90,987 rows/s");
+        assert_eq!(rate(90_987.450_9), "90,987 rows/s");
         assert_eq!(rate(0.4), "0 rows/s");
         assert_eq!(rate(1_234_567.0), "1,234,567 rows/s");
     }

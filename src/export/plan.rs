@@ -126,18 +126,16 @@ pub async fn plan(pipeline: &Pipeline, progress: ProgressMode) -> Result<Plan, E
 
 /// A member as `plan` shows it: the address masked.
 fn sample(member: &ImportSubscriber) -> String {
-    let fields: Vec<String> = member
-        .custom_fields
-        .iter()
-        .map(|f| format!("{}={}", f.key, f.value))
-        .collect();
-    format!(
-        "{} name={:?} consent={} {}",
+    let mut line = format!(
+        "{} name={:?} consent={}",
         mask(&member.email_address),
         member.name.as_deref().unwrap_or(""),
         member.consent_to_track.as_str(),
-        fields.join(" ")
-    )
+    );
+    for field in &member.custom_fields {
+        line.push_str(&format!(" {}={}", field.key, field.value));
+    }
+    line
 }
 
 /// Checks SQL and schema exactly as a run plans them: every segment, the export query, and

@@ -11,6 +11,7 @@ mod faults;
 mod fixtures_shape;
 mod foundation;
 mod official_client;
+mod outputs;
 mod resume;
 mod schedule;
 mod support;

@@ -56,6 +56,14 @@ struct ImportGate {
     waiting: tokio::sync::watch::Sender<u64>,
 }
 
+struct Uncount<'a>(&'a tokio::sync::watch::Sender<u64>);
+
+impl Drop for Uncount<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
 impl ImportGate {
     async fn pass(&self) {
         let held = self.permits.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -65,11 +73,13 @@ impl ImportGate {
             // Closed: the gate was opened.
             Err(tokio::sync::TryAcquireError::Closed) => {}
             Err(tokio::sync::TryAcquireError::NoPermits) => {
+                // Counted while it waits, also when its client goes away meanwhile (a killed
+                // run): the guard uncounts it when the handler is dropped.
                 self.waiting.send_modify(|n| *n += 1);
+                let _waiting = Uncount(&self.waiting);
                 if let Ok(permit) = permits.acquire().await {
                     permit.forget();
                 }
-                self.waiting.send_modify(|n| *n -= 1);
             }
         }
     }

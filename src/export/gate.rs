@@ -100,7 +100,14 @@ impl RateGate {
                     room.limit = Some(size);
                 }
                 if let (Some(remaining), Some(reset)) = (limit.remaining, limit.reset) {
-                    room.remaining = Some(remaining.saturating_sub(room.in_flight));
+                    let fresh = remaining.saturating_sub(room.in_flight);
+                    // Answers overtake each other: within a window the room only shrinks, so
+                    // an older answer's larger number must not give back room already used.
+                    let same_window = room.reset_at.is_some_and(|r| r > now);
+                    room.remaining = Some(match room.remaining {
+                        Some(known) if same_window => known.min(fresh),
+                        _ => fresh,
+                    });
                     // The header is in whole seconds, rounded up: each answer bounds the
                     // window's end from above, and the earliest bound of a window is the tightest.
                     let bound = now + reset;
@@ -174,6 +181,21 @@ mod tests {
         gate.observe(Some(&limit(0, 1)));
         gate.acquire().await;
         assert_eq!(start.elapsed(), Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_older_answer_does_not_give_back_room() {
+        let gate = RateGate::default();
+        gate.acquire().await;
+        gate.observe(Some(&limit(9, 5)));
+        for _ in 0..3 {
+            gate.acquire().await;
+        }
+        // The newest answer says 4 left; an older one, overtaken on the way, says 6.
+        gate.observe(Some(&limit(4, 5)));
+        gate.observe(Some(&limit(6, 5)));
+        // The newest said 4 with 2 still in flight: 2 at most, not the older answer's 5.
+        assert_eq!(gate.room().remaining, Some(2));
     }
 
     #[tokio::test(start_paused = true)]

@@ -82,6 +82,10 @@ pub enum Event {
         run_id: String,
         status: RunStatus,
     },
+    /// Shutting down: the runs going were asked to stop; the scheduler waits for them.
+    Stopping {
+        runs: usize,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +221,9 @@ impl Scheduler {
         for running in self.running.values() {
             running.stop.send_replace(Some(StopReason::Interrupt));
         }
+        self.emit(Event::Stopping {
+            runs: self.running.len(),
+        });
         while let Some(done) = self.tasks.join_next_with_id().await {
             self.finished(done).await;
         }

@@ -259,13 +259,7 @@ async fn schedule_logs_next_times_and_stops_cleanly_on_sigterm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_on_demand_run_stops_when_its_connection_is_removed() {
-    let emulator = crate::support::emulator_with(|c| {
-        c.latency = Some((
-            std::time::Duration::from_millis(40),
-            std::time::Duration::from_millis(40),
-        ));
-    })
-    .await;
+    let emulator = emulator().await;
     let dir = folder(&emulator.base_url());
     cm_export::sample::generate(&dir.path().join("profiles"), 3_000, 1, 9).unwrap();
     std::fs::write(
@@ -275,26 +269,34 @@ async fn an_on_demand_run_stops_when_its_connection_is_removed() {
         ),
     )
     .unwrap();
-    let run = crate::support::command()
-        .args(["run", "pipelines/slow.toml", "--report", "report.json"])
+    // Three batches land; the fourth waits at the emulator until the run has seen the removal.
+    emulator.hold_imports();
+    emulator.release_imports(3);
+    let mut run = crate::support::command()
+        .args([
+            "run",
+            "pipelines/slow.toml",
+            "--report",
+            "report.json",
+            "--watch-every-ms",
+            "20",
+        ])
         .env(KEY_VAR, KEY)
-        .env_remove("CM_EXPORT_CONNECTIONS")
         .current_dir(dir.path())
-        .stdout(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
-    crate::support::wait_for_imports(&emulator, 3).await;
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(run.stderr.take().unwrap()));
+    emulator.imports_waiting(1).await;
     let connections = dir.path().join("pipelines/connections.toml");
     let text = std::fs::read_to_string(&connections).unwrap();
     std::fs::write(&connections, text.replace("[cm]", "[cm_retired]")).unwrap();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(60), run.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let mut stderr = crate::support::read_until(&mut lines, "no new batches").await;
+    emulator.open_imports();
+    let status = run.wait().await.unwrap();
+    stderr.push_str(&crate::support::read_rest(lines).await);
+    assert_eq!(status.code(), Some(2), "{stderr}");
     let report: Value = serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
     assert_eq!(report["status"], "cancelled");
     assert!(

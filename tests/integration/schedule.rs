@@ -2,7 +2,7 @@
 //! followed, runs stop when their definition or connection goes away, the lock is shared
 //! with on-demand runs, and every outcome lands in the history.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -13,7 +13,7 @@ use cm_export::schedule::{Event, ManualClock, ScheduleOptions, Scheduler};
 use cm_export::state::{ExportLock, History, Holder, LockError, RunStatus, Trigger};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::support::{KEY, LIST, active_emails, emulator_with, wait_for_imports};
+use crate::support::{KEY, LIST, active_emails, emulator};
 
 /// A folder with profiles, a key file, `pipelines/connections.toml` and an emulator.
 struct Folder {
@@ -28,13 +28,13 @@ fn connections(emulator: &Emulator) -> String {
     )
 }
 
-/// `rows` profiles; each API answer takes `latency_ms`, so a run lasts while the test acts.
-async fn folder(rows: u64, latency_ms: u64) -> Folder {
+/// `rows` profiles, a key and a connection to an emulator. A test that needs a run to last
+/// while it acts holds the emulator's imports (`hold_imports`) and lets them through later.
+async fn folder(rows: u64) -> Folder {
     let dir = tempfile::tempdir().unwrap();
     cm_export::sample::generate(&dir.path().join("profiles"), rows, 2, 11).unwrap();
     std::fs::write(dir.path().join("key.txt"), KEY).unwrap();
-    let latency = Duration::from_millis(latency_ms);
-    let emulator = emulator_with(|c| c.latency = (latency_ms > 0).then_some((latency, latency))).await;
+    let emulator = emulator().await;
     std::fs::create_dir(dir.path().join("pipelines")).unwrap();
     std::fs::write(dir.path().join("pipelines/connections.toml"), connections(&emulator)).unwrap();
     Folder { dir, emulator }
@@ -66,15 +66,23 @@ impl Folder {
         self.dir.path().join("pipelines")
     }
 
+    /// Writes a definition as an editor saves it: whole, by renaming a finished file over it,
+    /// so the scheduler never reads half of it.
     fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.pipelines().join(format!("{name}.toml"));
-        std::fs::write(&path, text).unwrap();
+        write_whole(&path, text);
         path
     }
 
     fn history(&self) -> History {
         History::new(&self.pipelines().join(".cm-export"))
     }
+}
+
+fn write_whole(path: &Path, text: &str) {
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, text).unwrap();
+    std::fs::rename(&partial, path).unwrap();
 }
 
 fn at(text: &str) -> DateTime<Utc> {
@@ -169,7 +177,7 @@ fn report(folder: &Folder, export: &str, run_id: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schedule_fires_at_its_time_in_its_time_zone() {
-    let folder = folder(600, 0).await;
+    let folder = folder(600).await;
     folder.write(
         "nightly",
         &definition("[schedule]\ncron = \"0 3 * * *\"\ntimezone = \"Europe/Bucharest\"\n"),
@@ -211,14 +219,17 @@ async fn a_schedule_fires_at_its_time_in_its_time_zone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overlapping_time_is_skipped_and_removing_the_file_cancels_the_run() {
-    let folder = folder(3_000, 100).await;
+    let folder = folder(3_000).await;
     let file = folder.write("minutely", &definition("[schedule]\ncron = \"* * * * *\"\n"));
     let clock = ManualClock::new(at("2026-11-28T02:59:59Z"));
     let mut scheduler = start(&folder, &clock);
     assert_eq!(scheduler.loaded("minutely").await, Some(at("2026-11-28T03:00:00Z")));
+    // Two batches land; the third waits at the emulator while the test acts.
+    folder.emulator.hold_imports();
+    folder.emulator.release_imports(2);
     clock.advance(Duration::from_secs(1));
     let run_id = scheduler.started("minutely").await;
-    wait_for_imports(&folder.emulator, 2).await;
+    folder.emulator.imports_waiting(1).await;
 
     clock.advance(Duration::from_secs(60));
     let running = scheduler
@@ -237,6 +248,7 @@ async fn an_overlapping_time_is_skipped_and_removing_the_file_cancels_the_run() 
             _ => None,
         })
         .await;
+    folder.emulator.open_imports();
     assert!(
         reason.contains("minutely.toml") && reason.contains("was removed"),
         "{reason}"
@@ -278,7 +290,7 @@ async fn an_overlapping_time_is_skipped_and_removing_the_file_cancels_the_run() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabling_or_removing_the_connection_stops_the_run_at_once() {
-    let folder = folder(3_000, 100).await;
+    let folder = folder(3_000).await;
     let scheduled = definition("[schedule]\ncron = \"0 * * * *\"\n");
     let file = folder.write("hourly", &scheduled);
     let clock = ManualClock::new(at("2026-11-28T02:59:59Z"));
@@ -286,12 +298,15 @@ async fn disabling_or_removing_the_connection_stops_the_run_at_once() {
     scheduler.loaded("hourly").await;
 
     // Disable.
+    folder.emulator.hold_imports();
+    folder.emulator.release_imports(2);
     clock.advance(Duration::from_secs(1));
     let first = scheduler.started("hourly").await;
-    wait_for_imports(&folder.emulator, 2).await;
-    std::fs::write(&file, scheduled.replace("cron = ", "enabled = false\ncron = ")).unwrap();
+    folder.emulator.imports_waiting(1).await;
+    write_whole(&file, &scheduled.replace("cron = ", "enabled = false\ncron = "));
     clock.advance(Duration::from_secs(2));
     assert_eq!(scheduler.loaded("hourly").await, None, "disabled: no next time");
+    folder.emulator.open_imports();
     assert_eq!(scheduler.finished(&first).await, RunStatus::Cancelled);
     assert!(
         report(&folder, "hourly", &first)["error"]
@@ -301,18 +316,18 @@ async fn disabling_or_removing_the_connection_stops_the_run_at_once() {
     );
 
     // Enable again; then remove its connection.
-    std::fs::write(&file, &scheduled).unwrap();
+    write_whole(&file, &scheduled);
     clock.advance(Duration::from_secs(2));
     assert_eq!(scheduler.loaded("hourly").await, Some(at("2026-11-28T04:00:00Z")));
+    folder.emulator.hold_imports();
+    folder.emulator.release_imports(2);
     clock.advance(Duration::from_secs(3600));
     let second = scheduler.started("hourly").await;
-    let calls = folder.emulator.stats().import_calls;
-    wait_for_imports(&folder.emulator, calls + 2).await;
-    std::fs::write(
-        folder.pipelines().join("connections.toml"),
-        connections(&folder.emulator).replace("[cm]", "[renamed]"),
-    )
-    .unwrap();
+    folder.emulator.imports_waiting(1).await;
+    write_whole(
+        &folder.pipelines().join("connections.toml"),
+        &connections(&folder.emulator).replace("[cm]", "[renamed]"),
+    );
     clock.advance(Duration::from_secs(2));
     let error = scheduler
         .until("broken", |e| match e {
@@ -321,6 +336,7 @@ async fn disabling_or_removing_the_connection_stops_the_run_at_once() {
         })
         .await;
     assert!(error.contains("connection `cm` is not defined"), "{error}");
+    folder.emulator.open_imports();
     assert_eq!(scheduler.finished(&second).await, RunStatus::Cancelled);
     let report = report(&folder, "hourly", &second);
     assert!(
@@ -344,7 +360,7 @@ async fn disabling_or_removing_the_connection_stops_the_run_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_and_broken_files_are_picked_up_without_a_restart() {
-    let folder = folder(300, 0).await;
+    let folder = folder(300).await;
     let clock = ManualClock::new(at("2026-11-28T02:58:00Z"));
     let mut scheduler = start(&folder, &clock);
 
@@ -394,7 +410,7 @@ async fn new_and_broken_files_are_picked_up_without_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lock_is_shared_with_on_demand_runs_both_ways() {
-    let folder = folder(3_000, 100).await;
+    let folder = folder(3_000).await;
     let path = folder.write("shared", &definition("[schedule]\ncron = \"0 3 * * *\"\n"));
     let state_dir = folder.pipelines().join(".cm-export");
     let clock = ManualClock::new(at("2026-11-28T02:59:59Z"));
@@ -422,9 +438,11 @@ async fn the_lock_is_shared_with_on_demand_runs_both_ways() {
     );
 
     // A scheduled run holds it: an on-demand run is refused and told which run has it.
+    folder.emulator.hold_imports();
+    folder.emulator.release_imports(2);
     clock.advance(Duration::from_secs(24 * 3600));
     let scheduled = scheduler.started("shared").await;
-    wait_for_imports(&folder.emulator, 2).await;
+    folder.emulator.imports_waiting(1).await;
     let pipeline = Pipeline::load(&path).unwrap();
     let all = Connections::load(&folder.pipelines().join("connections.toml")).unwrap();
     let options = RunOptions::default();
@@ -446,6 +464,10 @@ async fn the_lock_is_shared_with_on_demand_runs_both_ways() {
 
     // Stopping the scheduler interrupts its run, as a signal does; `--resume` continues it.
     scheduler.stop.take().unwrap().send(()).unwrap();
+    scheduler
+        .until("stopping", |e| matches!(e, Event::Stopping { runs: 1 }).then_some(()))
+        .await;
+    folder.emulator.open_imports();
     assert_eq!(scheduler.finished(&scheduled).await, RunStatus::Interrupted);
     tokio::time::timeout(Duration::from_secs(120), scheduler.task)
         .await

@@ -71,16 +71,36 @@ pub fn active_emails(emulator: &Emulator) -> std::collections::BTreeSet<String> 
         .unwrap()
 }
 
-/// Waits on a run in another task or process, as the emulator sees it: until `calls` imports
-/// have been answered. Polls; the minute's limit only keeps a broken run from hanging the suite.
-pub async fn wait_for_imports(emulator: &Emulator, calls: u64) {
-    for _ in 0..6000 {
-        if emulator.stats().import_calls >= calls {
-            return;
+/// Reads a child's stderr until a line holds `needle`; returns what it read. The test waits
+/// on what the run says, not on the clock; the minute only keeps a broken run from hanging.
+pub async fn read_until(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    needle: &str,
+) -> String {
+    let mut seen = String::new();
+    let found = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains(needle) {
+                return true;
+            }
         }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "`{needle}` never came:\n{seen}");
+    seen
+}
+
+/// The rest of a child's stderr, once it has ended.
+pub async fn read_rest(mut lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>) -> String {
+    let mut rest = String::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        rest.push_str(&line);
+        rest.push('\n');
     }
-    panic!("the run did not send {calls} batches");
+    rest
 }
 
 /// Runs a command to its end: exit code (-1 for a signal), stdout, stderr.

@@ -1,10 +1,9 @@
 //! `cm-export history [EXPORT] [RUN_ID]`: past runs, newest first, or one run's report.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
-use cm_export::state::Report;
-use cm_export::state::{History, HistoryEntry};
+use cm_export::state::{self, History, HistoryEntry, Report};
 
 use super::table::Table;
 
@@ -30,7 +29,10 @@ pub struct HistoryArgs {
 fn locate(explicit: Option<PathBuf>) -> anyhow::Result<History> {
     let candidates = match explicit {
         Some(dir) => vec![dir],
-        None => vec![PathBuf::from("pipelines/.cm-export"), PathBuf::from(".cm-export")],
+        None => vec![
+            state::default_dir(Path::new("pipelines")),
+            state::default_dir(Path::new("")),
+        ],
     };
     if let Some(history) = candidates.iter().map(|dir| History::new(dir)).find(History::exists) {
         return Ok(history);

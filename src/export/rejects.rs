@@ -11,6 +11,7 @@ use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::errors::ParquetError;
 
 use crate::members::Reject;
+use crate::state::create_private;
 
 const FLUSH_ROWS: usize = 8192;
 
@@ -37,20 +38,6 @@ fn schema() -> SchemaRef {
         Field::new("api_code", DataType::Int64, true),
         Field::new("message", DataType::Utf8, true),
     ]))
-}
-
-fn create_private(path: &Path) -> std::io::Result<File> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path)
 }
 
 impl RejectsWriter {

@@ -1,15 +1,15 @@
-//! Sends one batch until it is accepted, refused for good, or out of retries.
+//! Sends one batch until it is accepted, refused for good, or out of retries: the shared
+//! retry loop (`crate::retry`), with the rate gate around every request.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 
 use super::gate::RateGate;
 use crate::campaign_monitor::types::{ImportFailure, ImportResult};
 use crate::campaign_monitor::{ApiFailure, Class, Client, ImportBatch, classify};
-use crate::retry::Backoff;
+use crate::retry::{Attempt, Backoff, retry};
 
 /// How a batch ended.
 #[derive(Debug)]
@@ -30,10 +30,11 @@ pub struct Sent {
     pub delivery: Delivery,
     pub requests: u64,
     pub retries: u64,
+    /// Requests sent again after an answer was lost (the batch may have landed before).
     pub resent_after_unknown: u64,
     pub rate_limited: u64,
     /// How long the last request took.
-    pub latency: std::time::Duration,
+    pub latency: Duration,
 }
 
 pub struct Sender {
@@ -42,7 +43,34 @@ pub struct Sender {
     resubscribe: bool,
     backoff: Backoff,
     gate: RateGate,
-    rng: Mutex<SmallRng>,
+}
+
+/// What the attempts of one batch add up to.
+#[derive(Default)]
+struct Tries {
+    requests: u64,
+    rate_limited: u64,
+    resent: u64,
+    /// Whether an earlier attempt's answer was lost after it may have been applied.
+    maybe_landed: bool,
+    latency: Duration,
+}
+
+/// Why an attempt did not deliver, as the retry loop carries it.
+enum Failure {
+    /// For good.
+    Refused(ApiFailure),
+    /// For now: worth another attempt while retries last.
+    Busy { status: u16, reason: String },
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Refused(failure) => failure.fmt(f),
+            Failure::Busy { reason, .. } => f.write_str(reason),
+        }
+    }
 }
 
 impl Sender {
@@ -53,7 +81,6 @@ impl Sender {
             resubscribe,
             backoff,
             gate: RateGate::default(),
-            rng: Mutex::new(SmallRng::from_os_rng()),
         }
     }
 
@@ -61,100 +88,86 @@ impl Sender {
         &self.list_id
     }
 
-    fn unit(&self) -> f64 {
-        self.rng.lock().unwrap_or_else(|p| p.into_inner()).random()
-    }
-
     pub async fn send(&self, batch: ImportBatch) -> Sent {
         let body = Bytes::from(batch.to_body(self.resubscribe));
-        let mut sent = Sent {
-            batch,
-            delivery: Delivery::Failed(ApiFailure {
-                status: 0,
-                code: 0,
-                message: String::new(),
-            }),
-            requests: 0,
-            retries: 0,
-            resent_after_unknown: 0,
-            rate_limited: 0,
-            latency: std::time::Duration::ZERO,
-        };
-        let mut maybe_landed = false;
-        loop {
-            self.gate.acquire().await;
-            let started = tokio::time::Instant::now();
-            let outcome = self.client.import_body(&self.list_id, body.clone()).await;
-            sent.latency = started.elapsed();
-            self.gate.observe(outcome.as_ref().ok().map(|r| &r.rate_limit));
-            sent.requests += 1;
-            let class = classify(&outcome);
-            let (wait, reason) = match class {
-                Class::Success => {
-                    let body = outcome.map(|r| r.body).unwrap_or_default();
-                    sent.delivery = match serde_json::from_slice::<ImportResult>(&body) {
-                        Ok(result) => accepted(result),
-                        Err(e) => Delivery::Failed(ApiFailure {
-                            status: 201,
-                            code: 0,
-                            message: format!("the import answer could not be read: {e}"),
-                        }),
-                    };
-                    return sent;
-                }
-                Class::PartialFailure(result) => {
-                    sent.delivery = accepted(result);
-                    return sent;
-                }
-                Class::Permanent(failure) => {
-                    sent.delivery = Delivery::Failed(failure);
-                    return sent;
-                }
-                Class::Retryable {
-                    wait,
-                    maybe_applied,
-                    reason,
-                } => {
-                    maybe_landed |= maybe_applied;
-                    (wait, reason)
-                }
-            };
-            let status = outcome.as_ref().map(|r| r.status).unwrap_or(0);
-            if sent.retries >= u64::from(self.backoff.max_retries) {
-                sent.delivery = Delivery::Failed(ApiFailure {
-                    status,
-                    code: if status == 429 { 429 } else { 0 },
-                    message: format!("gave up after {} attempts; last: {reason}", sent.requests),
+        // One attempt at a time: the lock is only ever taken between awaits.
+        let tries = Mutex::new(Tries::default());
+        let tally = |change: &dyn Fn(&mut Tries)| change(&mut tries.lock().unwrap_or_else(|p| p.into_inner()));
+        let outcome = retry(&self.backoff, || {
+            let body = body.clone();
+            let tally = &tally;
+            async move {
+                // A retry of a request whose answer was lost may import the batch twice.
+                tally(&|t| t.resent += u64::from(t.maybe_landed));
+                self.gate.acquire().await;
+                let started = tokio::time::Instant::now();
+                let outcome = self.client.import_body(&self.list_id, body).await;
+                let took = started.elapsed();
+                self.gate.observe(outcome.as_ref().ok().map(|r| &r.rate_limit));
+                tally(&|t| {
+                    t.requests += 1;
+                    t.latency = took;
                 });
-                return sent;
-            }
-            sent.retries += 1;
-            if maybe_landed {
-                sent.resent_after_unknown += 1;
-            }
-            let delay = if status == 429 {
-                sent.rate_limited += 1;
-                // Without headers, back off as for any other retryable answer.
-                let delay = wait.map_or_else(
-                    || self.backoff.delay(sent.retries as u32, self.unit()),
-                    |w| self.backoff.asked(w, self.unit()),
-                );
-                self.gate.pause(delay);
-                delay
-            } else {
-                match wait {
-                    Some(w) => self.backoff.asked(w, self.unit()),
-                    None => self.backoff.delay(sent.retries as u32, self.unit()),
+                let status = outcome.as_ref().map_or(0, |r| r.status);
+                match classify(&outcome) {
+                    Class::Success => Attempt::Done(read_accepted(outcome.map(|r| r.body).unwrap_or_default())),
+                    Class::PartialFailure(result) => Attempt::Done(Ok(accepted(result))),
+                    Class::Permanent(failure) => Attempt::Done(Err(Failure::Refused(failure))),
+                    Class::Retryable {
+                        wait,
+                        maybe_applied,
+                        reason,
+                    } => {
+                        tally(&|t| t.maybe_landed |= maybe_applied);
+                        if status == 429 {
+                            tally(&|t| t.rate_limited += 1);
+                            // Everyone waits for the window, not only this batch.
+                            let pause =
+                                wait.map_or(self.backoff.ceiling(1), |w| w.min(self.backoff.max_rate_limit_wait));
+                            self.gate.pause(pause);
+                        }
+                        Attempt::Retry {
+                            error: Failure::Busy { status, reason },
+                            wait,
+                        }
+                    }
                 }
-            };
-            tracing::debug!(
-                retry = sent.retries,
-                delay_ms = delay.as_millis() as u64,
-                "retrying an import: {reason}"
-            );
-            tokio::time::sleep(delay).await;
+            }
+        })
+        .await;
+        let tries = tries.into_inner().unwrap_or_else(|p| p.into_inner());
+        let requests = tries.requests;
+        let delivery = match outcome {
+            Ok(delivery) => delivery,
+            Err(Failure::Refused(failure)) => Delivery::Failed(failure),
+            Err(Failure::Busy { status, reason }) => Delivery::Failed(ApiFailure {
+                status,
+                code: if status == 429 { 429 } else { 0 },
+                message: format!("gave up after {requests} attempts; last: {reason}"),
+            }),
+        };
+        Sent {
+            batch,
+            delivery,
+            requests,
+            retries: requests.saturating_sub(1),
+            resent_after_unknown: tries.resent,
+            rate_limited: tries.rate_limited,
+            latency: tries.latency,
         }
     }
+}
+
+fn read_accepted(body: Bytes) -> Result<Delivery, Failure> {
+    serde_json::from_slice::<ImportResult>(&body)
+        .map(accepted)
+        .map_err(|e| {
+            Failure::Refused(ApiFailure {
+                status: 201,
+                code: 0,
+                message: format!("the import answer could not be read: {e}"),
+            })
+        })
 }
 
 fn accepted(result: ImportResult) -> Delivery {

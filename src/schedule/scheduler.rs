@@ -147,7 +147,7 @@ impl Scheduler {
             .run
             .state_dir
             .clone()
-            .unwrap_or_else(|| options.dir.join(".cm-export"));
+            .unwrap_or_else(|| crate::state::default_dir(&options.dir));
         let state_dir = std::path::absolute(&state_dir).unwrap_or(state_dir);
         options.run.state_dir = Some(state_dir.clone());
         options.run.trigger = Trigger::Schedule;

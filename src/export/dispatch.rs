@@ -86,6 +86,7 @@ impl Dispatcher<'_> {
                 open = false;
             }
         }
+        self.tally.concurrency_at_end(self.limit.current());
         ended.unwrap_or(Dispatched::Finished)
     }
 

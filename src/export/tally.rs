@@ -91,6 +91,7 @@ pub struct Tally {
     not_sent: u64,
     /// API failure code -> rows.
     api: BTreeMap<i64, u64>,
+    concurrency_at_end: u64,
 }
 
 impl Tally {
@@ -107,6 +108,7 @@ impl Tally {
             existing: 0,
             not_sent: 0,
             api: BTreeMap::new(),
+            concurrency_at_end: 0,
         }
     }
 
@@ -164,6 +166,11 @@ impl Tally {
         self.not_sent += not_sent(&self.rejects, members, why);
     }
 
+    /// The adaptive concurrency limit when sending ended.
+    pub fn concurrency_at_end(&mut self, limit: usize) {
+        self.concurrency_at_end = limit as u64;
+    }
+
     /// What the batcher did: rows read and sorted, and members it could not hand over.
     pub fn batched(&mut self, rows: &RowCounts, not_sent: u64) {
         self.rows.add(rows);
@@ -183,6 +190,7 @@ impl Tally {
         report.members_sent = self.new + self.existing;
         report.rejected.api = self.api;
         report.rejected.not_sent = self.not_sent;
+        report.concurrency_at_end = self.concurrency_at_end;
         report.rejects_file = Some(self.rejects.path());
         self.rejects.close()
     }

@@ -118,6 +118,9 @@ pub struct Report {
     #[serde(default)]
     pub members_maybe_resent: u64,
     pub members_per_second: f64,
+    /// Imports the adaptive limit allowed in flight when the run ended (at most `concurrency`).
+    #[serde(default)]
+    pub concurrency_at_end: u64,
     pub rejects_file: Option<PathBuf>,
     /// Where this report is (the `--report` copy when there is one).
     #[serde(default)]

@@ -159,6 +159,25 @@ async fn whole_request_errors() {
         .await,
         (400, 215)
     );
+    // A body over the request limit is refused as every error is: JSON `Code` and `Message`.
+    let wide = "x".repeat(250);
+    let heavy: Vec<_> = (0..1000)
+        .map(|i| {
+            let fields: Vec<_> = (0..9).map(|k| serde_json::json!({"Key": format!("F{k}"), "Value": wide})).collect();
+            serde_json::json!({"EmailAddress": format!("{i}@x.com"), "ConsentToTrack": "Yes", "CustomFields": fields})
+        })
+        .collect();
+    let body = serde_json::json!({"Subscribers": heavy, "Resubscribe": false}).to_string();
+    assert!(body.len() > cm_export::campaign_monitor::MAX_REQUEST_BYTES);
+    let answer = c
+        .send(Method::POST, &format!("subscribers/{LIST}/import.json"), Some(Bytes::from(body)))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 413);
+    let error: ApiErrorBody = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(error.code, 413);
+    assert!(!error.message.is_empty());
+    assert!(matches!(classify(&Ok(answer)), Class::Permanent(_)));
     // Python's spelling of the queue flag is accepted too.
     let answer = c
         .send(

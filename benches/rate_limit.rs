@@ -112,7 +112,14 @@ fn limited(work: &Path, data: &Path, limit: u64, concurrency: u32) {
     let outcome = export(
         work,
         data,
-        &["--rate-limit", &limit.to_string(), "--rate-window", "1", "--latency-ms", "2-10"],
+        &[
+            "--rate-limit",
+            &limit.to_string(),
+            "--rate-window",
+            "1",
+            "--latency-ms",
+            "2-10",
+        ],
         100,
         concurrency,
     );
@@ -152,7 +159,10 @@ fn main() {
     let jitter = profiles(work.path(), 66_200);
     let steady = latency(work.path(), &jitter, "40-60", 100, 32);
     let noisy = latency(work.path(), &jitter, "20-200", 100, 32);
-    println!("jittered latency took {:.2}x the steady one (it was 55.7x)", noisy / steady);
+    println!(
+        "jittered latency took {:.2}x the steady one (it was 55.7x)",
+        noisy / steady
+    );
 
     let million = profiles(work.path(), 1_030_000);
     latency(work.path(), &million, "20-200", 1000, 8);

@@ -92,49 +92,7 @@ impl Sender {
         let body = Bytes::from(batch.to_body(self.resubscribe));
         // One attempt at a time: the lock is only ever taken between awaits.
         let tries = Mutex::new(Tries::default());
-        let tally = |change: &dyn Fn(&mut Tries)| change(&mut tries.lock().unwrap_or_else(|p| p.into_inner()));
-        let outcome = retry(&self.backoff, || {
-            let body = body.clone();
-            let tally = &tally;
-            async move {
-                // A retry of a request whose answer was lost may import the batch twice.
-                tally(&|t| t.resent += u64::from(t.maybe_landed));
-                self.gate.acquire().await;
-                let started = tokio::time::Instant::now();
-                let outcome = self.client.import_body(&self.list_id, body).await;
-                let took = started.elapsed();
-                self.gate.observe(outcome.as_ref().ok().map(|r| &r.rate_limit));
-                tally(&|t| {
-                    t.requests += 1;
-                    t.latency = took;
-                });
-                let status = outcome.as_ref().map_or(0, |r| r.status);
-                match classify(&outcome) {
-                    Class::Success => Attempt::Done(read_accepted(outcome.map(|r| r.body).unwrap_or_default())),
-                    Class::PartialFailure(result) => Attempt::Done(Ok(accepted(result))),
-                    Class::Permanent(failure) => Attempt::Done(Err(Failure::Refused(failure))),
-                    Class::Retryable {
-                        wait,
-                        maybe_applied,
-                        reason,
-                    } => {
-                        tally(&|t| t.maybe_landed |= maybe_applied);
-                        if status == 429 {
-                            tally(&|t| t.rate_limited += 1);
-                            // Everyone waits for the window, not only this batch.
-                            let pause =
-                                wait.map_or(self.backoff.ceiling(1), |w| w.min(self.backoff.max_rate_limit_wait));
-                            self.gate.pause(pause);
-                        }
-                        Attempt::Retry {
-                            error: Failure::Busy { status, reason },
-                            wait,
-                        }
-                    }
-                }
-            }
-        })
-        .await;
+        let outcome = retry(&self.backoff, || self.attempt(body.clone(), &tries)).await;
         let tries = tries.into_inner().unwrap_or_else(|p| p.into_inner());
         let requests = tries.requests;
         let delivery = match outcome {
@@ -154,6 +112,45 @@ impl Sender {
             resent_after_unknown: tries.resent,
             rate_limited: tries.rate_limited,
             latency: tries.latency,
+        }
+    }
+
+    /// One request through the gate, and what its answer means.
+    async fn attempt(&self, body: Bytes, tries: &Mutex<Tries>) -> Attempt<Delivery, Failure> {
+        let tally = |change: &dyn Fn(&mut Tries)| change(&mut tries.lock().unwrap_or_else(|p| p.into_inner()));
+        // A retry of a request whose answer was lost may import the batch twice.
+        tally(&|t| t.resent += u64::from(t.maybe_landed));
+        self.gate.acquire().await;
+        let started = tokio::time::Instant::now();
+        let outcome = self.client.import_body(&self.list_id, body).await;
+        let took = started.elapsed();
+        self.gate.observe(outcome.as_ref().ok().map(|r| &r.rate_limit));
+        tally(&|t| {
+            t.requests += 1;
+            t.latency = took;
+        });
+        let status = outcome.as_ref().map_or(0, |r| r.status);
+        match classify(&outcome) {
+            Class::Success => Attempt::Done(read_accepted(outcome.map(|r| r.body).unwrap_or_default())),
+            Class::PartialFailure(result) => Attempt::Done(Ok(accepted(result))),
+            Class::Permanent(failure) => Attempt::Done(Err(Failure::Refused(failure))),
+            Class::Retryable {
+                wait,
+                maybe_applied,
+                reason,
+            } => {
+                tally(&|t| t.maybe_landed |= maybe_applied);
+                if status == 429 {
+                    tally(&|t| t.rate_limited += 1);
+                    // Everyone waits for the window, not only this batch.
+                    let pause = wait.map_or(self.backoff.ceiling(1), |w| w.min(self.backoff.max_rate_limit_wait));
+                    self.gate.pause(pause);
+                }
+                Attempt::Retry {
+                    error: Failure::Busy { status, reason },
+                    wait,
+                }
+            }
         }
     }
 }

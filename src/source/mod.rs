@@ -71,9 +71,54 @@ fn hidden(name: &str) -> bool {
     name.starts_with('.') || name.starts_with('_')
 }
 
+/// What the listing found: the table's paths (one folder, or one per file), each file, and
+/// the extension the table reads.
+struct Listed {
+    urls: Vec<ListingTableUrl>,
+    metas: Vec<ObjectMeta>,
+    extension: String,
+}
+
 /// Registers the source as `source.table` over exactly the files one listing found.
 pub async fn register(ctx: &SessionContext, source: &Source) -> Result<Snapshot, SourceError> {
     let table = TableReference::bare(source.table.as_str());
+    let Listed { urls, metas, extension } = list(ctx, source, &table).await?;
+    let root = urls.first().map(|u| u.prefix().clone()).unwrap_or_default();
+    let snapshot = check(&source.path, &root, urls.len() == 1 && urls[0].is_collection(), &metas)?;
+
+    let unreadable = |source_error| SourceError::Unreadable {
+        path: source.path.clone(),
+        source: source_error,
+    };
+    let format = Arc::new(ParquetFormat::default());
+    let store = ctx.runtime_env().object_store(&urls[0]).map_err(unreadable)?;
+    let file_schema = format
+        .infer_schema(&ctx.state(), &store, &metas)
+        .await
+        .map_err(unreadable)?;
+    let options = ListingOptions::new(format)
+        .with_file_extension(extension)
+        .with_table_partition_cols(
+            snapshot
+                .partition_columns
+                .iter()
+                .map(|c| (c.clone(), DataType::Utf8))
+                .collect(),
+        );
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(Arc::new(Schema::clone(&file_schema)));
+    let listing = ListingTable::try_new(config).map_err(unreadable)?;
+    ctx.register_table(table.clone(), Arc::new(listing))
+        .map_err(unreadable)?;
+    // Schema inference reads only footers; make sure the table can be planned too.
+    ctx.table(table).await.map_err(unreadable)?;
+    Ok(snapshot)
+}
+
+/// The one listing: a glob expanded, a file looked up, a folder listed by DataFusion (whose
+/// answer the session keeps for every later scan).
+async fn list(ctx: &SessionContext, source: &Source, table: &TableReference) -> Result<Listed, SourceError> {
     let list_err = |e: &dyn std::fmt::Display| SourceError::List {
         path: source.path.clone(),
         why: e.to_string(),
@@ -82,7 +127,7 @@ pub async fn register(ctx: &SessionContext, source: &Source) -> Result<Snapshot,
         let files = expand_glob(&source.path)?;
         let urls = files
             .iter()
-            .map(|f| file_url(f, &table))
+            .map(|f| file_url(f, table))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| list_err(&e))?;
         let metas = head_all(ctx, &urls).await.map_err(|e| list_err(&e))?;
@@ -116,44 +161,14 @@ pub async fn register(ctx: &SessionContext, source: &Source) -> Result<Snapshot,
             }
             (vec![url], metas, ".parquet".to_owned())
         } else {
-            let url = file_url(&root, &table).map_err(|e| list_err(&e))?;
+            let url = file_url(&root, table).map_err(|e| list_err(&e))?;
             let metas = head_all(ctx, std::slice::from_ref(&url))
                 .await
                 .map_err(|e| list_err(&e))?;
             (vec![url], metas, String::new())
         }
     };
-    let root = urls.first().map(|u| u.prefix().clone()).unwrap_or_default();
-    let snapshot = check(&source.path, &root, urls.len() == 1 && urls[0].is_collection(), &metas)?;
-
-    let unreadable = |source_error| SourceError::Unreadable {
-        path: source.path.clone(),
-        source: source_error,
-    };
-    let format = Arc::new(ParquetFormat::default());
-    let store = ctx.runtime_env().object_store(&urls[0]).map_err(unreadable)?;
-    let file_schema = format
-        .infer_schema(&ctx.state(), &store, &metas)
-        .await
-        .map_err(unreadable)?;
-    let options = ListingOptions::new(format)
-        .with_file_extension(extension)
-        .with_table_partition_cols(
-            snapshot
-                .partition_columns
-                .iter()
-                .map(|c| (c.clone(), DataType::Utf8))
-                .collect(),
-        );
-    let config = ListingTableConfig::new_with_multi_paths(urls)
-        .with_listing_options(options)
-        .with_schema(Arc::new(Schema::clone(&file_schema)));
-    let listing = ListingTable::try_new(config).map_err(unreadable)?;
-    ctx.register_table(table.clone(), Arc::new(listing))
-        .map_err(unreadable)?;
-    // Schema inference reads only footers; make sure the table can be planned too.
-    ctx.table(table).await.map_err(unreadable)?;
-    Ok(snapshot)
+    Ok(Listed { urls, metas, extension })
 }
 
 /// The files a glob matches: `*` and `?` never cross a `/`, nor match a leading `.`.

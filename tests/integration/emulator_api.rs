@@ -163,14 +163,20 @@ async fn whole_request_errors() {
     let wide = "x".repeat(250);
     let heavy: Vec<_> = (0..1000)
         .map(|i| {
-            let fields: Vec<_> = (0..9).map(|k| serde_json::json!({"Key": format!("F{k}"), "Value": wide})).collect();
+            let fields: Vec<_> = (0..9)
+                .map(|k| serde_json::json!({"Key": format!("F{k}"), "Value": wide}))
+                .collect();
             serde_json::json!({"EmailAddress": format!("{i}@x.com"), "ConsentToTrack": "Yes", "CustomFields": fields})
         })
         .collect();
     let body = serde_json::json!({"Subscribers": heavy, "Resubscribe": false}).to_string();
     assert!(body.len() > cm_export::campaign_monitor::MAX_REQUEST_BYTES);
     let answer = c
-        .send(Method::POST, &format!("subscribers/{LIST}/import.json"), Some(Bytes::from(body)))
+        .send(
+            Method::POST,
+            &format!("subscribers/{LIST}/import.json"),
+            Some(Bytes::from(body)),
+        )
         .await
         .unwrap();
     assert_eq!(answer.status, 413);

@@ -427,3 +427,39 @@ async fn the_snapshot_read_is_the_snapshot_listed() {
         assert!(error.contains("looped"), "{error}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_or_terms_validate_and_run_and_deeper_nesting_is_refused() {
+    // The binary, with the stack its main thread has: this aborted the process before.
+    let emulator = emulator().await;
+    let dir = folder(&emulator, 2000);
+    let terms: Vec<String> = (0..5000).map(|i| format!("customer_id = {i}")).collect();
+    let deep = PIPELINE.replace(
+        "SELECT * FROM profiles",
+        &format!("SELECT * FROM profiles WHERE {}", terms.join(" OR ")),
+    );
+    std::fs::write(dir.path().join("deep.toml"), &deep).unwrap();
+    let cm = |args: &[&str]| {
+        let mut command = crate::support::command();
+        command.args(args).current_dir(dir.path());
+        crate::support::output(command)
+    };
+    let (code, stdout, stderr) = cm(&["validate", "deep.toml"]).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let (code, stdout, stderr) = cm(&["run", "deep.toml", "--progress", "never"]).await;
+    assert!(code <= 1, "{stdout}\n{stderr}");
+    assert!(stdout.contains("rows matched 2000"), "{stdout}");
+
+    let chained: Vec<&str> = vec!["email"; 1500];
+    let too_deep = PIPELINE.replace(
+        "SELECT * FROM profiles",
+        &format!("SELECT *, {} AS x FROM profiles", chained.join(" || ")),
+    );
+    std::fs::write(dir.path().join("too_deep.toml"), &too_deep).unwrap();
+    let (code, _, stderr) = cm(&["validate", "too_deep.toml"]).await;
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("segment `all` nests an expression 1501 levels deep, past the 1000"),
+        "{stderr}"
+    );
+}

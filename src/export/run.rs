@@ -168,12 +168,23 @@ async fn execute(
     }
     tally.resending(checkpoint.earlier.unanswered_members);
     let sent = send(pipeline, options, ready, &mut checkpoint, &mut tally, stop).await;
-    let synced = checkpoint.journal.sync();
-    let closed = tally.close(report);
-    let stop = sent?;
-    synced.map_err(state::StateError::from)?;
-    closed?;
-    Ok(stop)
+    let synced = checkpoint
+        .journal
+        .sync()
+        .map_err(|e| ExportError::from(state::StateError::from(e)));
+    let closed = tally.close(report).map_err(ExportError::from);
+    // Every failure is told; a journal that could not be written outranks the others.
+    match (sent, synced, closed) {
+        (Ok(stop), Ok(()), Ok(())) => Ok(stop),
+        (sent, synced, closed) => {
+            let mut errors: Vec<ExportError> = [sent.err(), synced.err(), closed.err()].into_iter().flatten().collect();
+            errors.sort_by_key(|e| !matches!(e, ExportError::State(_)));
+            for later in &errors[1..] {
+                tracing::error!("also: {}", mask_addresses(&chain(later)));
+            }
+            Err(errors.swap_remove(0))
+        }
+    }
 }
 
 /// The batcher in its own task, the dispatcher here, joined by a channel of batches.

@@ -463,3 +463,25 @@ async fn thousands_of_or_terms_validate_and_run_and_deeper_nesting_is_refused() 
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_custom_field_named_with_a_space_works_in_the_sandbox() {
+    let emulator = emulator().await;
+    let dir = folder(&emulator, 300);
+    let pipeline = PIPELINE.replace(
+        "email = \"email\"",
+        "email = \"email\"\ncustom-fields = { \"Loyalty Tier\" = \"loyalty_tier\" }",
+    );
+    std::fs::write(dir.path().join("tiers.toml"), pipeline).unwrap();
+    let mut command = crate::support::command();
+    command
+        .args(["run", "tiers.toml", "--sandbox", "--progress", "never"])
+        .current_dir(dir.path());
+    let (code, stdout, stderr) = crate::support::output(command).await;
+    assert!(code <= 1, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("on the sandbox emulator (in place of `cm`)") && stdout.contains("now holds"),
+        "{stdout}"
+    );
+    assert!(!stderr.contains("create it in Campaign Monitor"), "{stderr}");
+}

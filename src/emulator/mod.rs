@@ -65,8 +65,12 @@ impl Drop for Uncount<'_> {
 }
 
 impl ImportGate {
+    fn permits(&self) -> MutexGuard<'_, Option<Arc<tokio::sync::Semaphore>>> {
+        self.permits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     async fn pass(&self) {
-        let held = self.permits.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let held = self.permits().clone();
         let Some(permits) = held else { return };
         match permits.try_acquire() {
             Ok(permit) => permit.forget(),
@@ -170,34 +174,19 @@ impl Emulator {
     /// From now on, import calls wait where they arrive until [`Emulator::release_imports`]
     /// lets them through (tests use it to stop a run between two batches).
     pub fn hold_imports(&self) {
-        *self.shared.imports.permits.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(Arc::new(tokio::sync::Semaphore::new(0)));
+        *self.shared.imports.permits() = Some(Arc::new(tokio::sync::Semaphore::new(0)));
     }
 
     /// Lets `calls` held import calls through, now or as they arrive.
     pub fn release_imports(&self, calls: usize) {
-        if let Some(permits) = self
-            .shared
-            .imports
-            .permits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
+        if let Some(permits) = self.shared.imports.permits().as_ref() {
             permits.add_permits(calls);
         }
     }
 
     /// Stops holding: every waiting and later import call goes through.
     pub fn open_imports(&self) {
-        if let Some(permits) = self
-            .shared
-            .imports
-            .permits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(permits) = self.shared.imports.permits().take() {
             permits.close();
         }
     }

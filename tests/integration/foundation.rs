@@ -164,12 +164,18 @@ async fn a_resume_towards_another_destination_is_refused() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_torn_journal_line_is_cut_and_no_member_is_sent_twice() {
+/// An emulator, a folder of `rows` profiles, the `all` export and its connection.
+async fn export_all(rows: u64) -> (Emulator, tempfile::TempDir, Pipeline, Connection) {
     let emulator = emulator().await;
-    let dir = folder(&emulator, 1500);
+    let dir = folder(&emulator, rows);
     let pipeline = definition(dir.path(), "all", PIPELINE);
     let connection = connection(dir.path());
+    (emulator, dir, pipeline, connection)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_journal_line_is_cut_and_no_member_is_sent_twice() {
+    let (emulator, dir, pipeline, connection) = export_all(1500).await;
 
     let first = run_then_interrupt(&emulator, &pipeline, &connection, &options(dir.path(), false), 3).await;
     assert_eq!(first.status, RunStatus::Interrupted);
@@ -216,10 +222,7 @@ async fn a_torn_journal_line_is_cut_and_no_member_is_sent_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_in_flight_at_a_kill_is_counted_as_re_sent() {
-    let emulator = emulator().await;
-    let dir = folder(&emulator, 600);
-    let pipeline = definition(dir.path(), "all", PIPELINE);
-    let connection = connection(dir.path());
+    let (emulator, dir, pipeline, connection) = export_all(600).await;
     let first = run_then_interrupt(&emulator, &pipeline, &connection, &options(dir.path(), false), 2).await;
     // As a kill leaves it: batch 2 left, its answer was never journaled.
     let journal = journal_of(dir.path(), "all");
@@ -287,12 +290,10 @@ async fn a_bad_value_stops_the_run_before_anything_is_sent_and_stays_masked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_fails_mid_way_leaves_true_counts_and_a_readable_rejects_file() {
-    let emulator = emulator().await;
-    let dir = folder(&emulator, 1000);
-    let pipeline = definition(dir.path(), "all", PIPELINE);
+    let (emulator, dir, pipeline, connection) = export_all(1000).await;
     emulator.hold_imports();
     emulator.release_imports(3);
-    let (connection, options) = (connection(dir.path()), options(dir.path(), false));
+    let options = options(dir.path(), false);
     let run = run_to_end(&pipeline, &connection, &options);
     let remove = async {
         emulator.imports_waiting(1).await;

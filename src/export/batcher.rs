@@ -4,18 +4,17 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::error::DataFusionError;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use tokio::sync::mpsc;
 
 use super::error::ExportError;
-use super::progress::Counters;
+use super::scan::Scan;
 use super::tally::{Rejects, not_sent};
 use crate::campaign_monitor::{ImportBatch, ImportSubscriber, MAX_SUBSCRIBER_BYTES};
-use crate::members::{Extractor, Reject, RejectReason, RowCounts};
+use crate::members::{Reject, RejectReason, RowCounts};
 
 const STOPPED: &str = "the run stopped before this batch";
 
@@ -30,12 +29,10 @@ pub struct Batched {
 }
 
 pub struct Batcher {
-    pub extractor: Extractor,
     pub batch_size: usize,
     /// Lowercased addresses an earlier attempt got accepted.
     pub already_sent: Arc<HashSet<String>>,
     pub rejects: Rejects,
-    pub counters: Arc<Counters>,
 }
 
 /// The members of the batch being filled, and their JSON size.
@@ -63,67 +60,52 @@ impl Filling {
 }
 
 impl Batcher {
-    /// Reads `rows` to the end, or until the dispatcher stops taking batches.
-    pub async fn run(
-        mut self,
-        mut rows: impl Stream<Item = Result<RecordBatch, DataFusionError>> + Unpin,
-        batches: mpsc::Sender<ImportBatch>,
-    ) -> Batched {
+    /// Reads the scan to the end, or until the dispatcher stops taking batches.
+    pub async fn run<S>(self, mut scan: Scan<S>, batches: mpsc::Sender<ImportBatch>) -> Batched
+    where
+        S: Stream<Item = Result<RecordBatch, DataFusionError>> + Unpin,
+    {
         let mut done = Batched::default();
         let mut filling = Filling::default();
-        while let Some(rows_read) = rows.next().await {
-            let full = match rows_read
-                .map_err(ExportError::scan)
-                .and_then(|rows_read| self.sort(&rows_read, &mut filling, &mut done.rows))
-            {
-                Ok(full) => full,
-                Err(error) => {
-                    done.not_sent += not_sent(&self.rejects, &filling.members, STOPPED);
-                    done.error = Some(error);
-                    return done;
-                }
-            };
+        loop {
+            let mut full = Vec::new();
+            let sorted = scan
+                .next(
+                    |member| full.extend(self.keep(member, &mut filling)),
+                    |reject| self.rejects.push(reject),
+                )
+                .await;
+            let ended = sorted.is_none();
+            if let Some(Err(error)) = sorted {
+                done.error = Some(error);
+            }
             for members in full {
                 done.not_sent += self.hand_over(members, &batches).await;
             }
-            if batches.is_closed() {
+            if ended {
+                done.not_sent += self.hand_over(filling.take(), &batches).await;
+                break;
+            }
+            if done.error.is_some() || batches.is_closed() {
                 done.not_sent += not_sent(&self.rejects, &filling.members, STOPPED);
-                return done;
+                break;
             }
         }
-        done.not_sent += self.hand_over(filling.take(), &batches).await;
+        done.rows = scan.counts;
         done
     }
 
-    /// Sorts one record batch's rows; returns the batches they filled.
-    fn sort(
-        &mut self,
-        rows_read: &RecordBatch,
-        filling: &mut Filling,
-        rows: &mut RowCounts,
-    ) -> Result<Vec<Vec<ImportSubscriber>>, ExportError> {
-        let mut full = Vec::new();
-        let (already_sent, batch_size, rejects) = (&self.already_sent, self.batch_size, &self.rejects);
-        let counts = self
-            .extractor
-            .extract(
-                rows_read,
-                |member| {
-                    if !already_sent.is_empty() && already_sent.contains(&member.email_address.to_ascii_lowercase()) {
-                        return;
-                    }
-                    if member.json_len() + 1 > MAX_SUBSCRIBER_BYTES {
-                        rejects.push(too_large(&member));
-                        return;
-                    }
-                    full.extend(filling.add(member, batch_size));
-                },
-                |reject| rejects.push(reject),
-            )
-            .map_err(|e| ExportError::scan(e.into()))?;
-        rows.add(&counts);
-        self.counters.rows.fetch_add(counts.rows, Ordering::Relaxed);
-        Ok(full)
+    /// Adds a member to the batch being filled, unless an earlier attempt got it accepted or
+    /// it alone is too large for a request; returns the batch it completed, if any.
+    fn keep(&self, member: ImportSubscriber, filling: &mut Filling) -> Option<Vec<ImportSubscriber>> {
+        if !self.already_sent.is_empty() && self.already_sent.contains(&member.email_address.to_ascii_lowercase()) {
+            return None;
+        }
+        if member.json_len() + 1 > MAX_SUBSCRIBER_BYTES {
+            self.rejects.push(too_large(&member));
+            return None;
+        }
+        filling.add(member, self.batch_size)
     }
 
     /// Sends a batch on; if the dispatcher no longer takes any, its members are `not_sent`.
@@ -165,6 +147,52 @@ mod tests {
                 .collect(),
             consent_to_track: ConsentToTrack::Yes,
         }
+    }
+
+    #[tokio::test]
+    async fn a_scan_that_fails_mid_way_counts_what_it_read_and_accounts_for_every_member() {
+        use datafusion::arrow::array::{ArrayRef, StringArray};
+        let dir = tempfile::tempdir().unwrap();
+        let rejects = Rejects::create(&dir.path().join("rejects.parquet")).unwrap();
+        let emails: Vec<String> = (0..25).map(|i| format!("m{i}@x.com")).collect();
+        let rows = RecordBatch::try_from_iter([("email", std::sync::Arc::new(StringArray::from(emails)) as ArrayRef)])
+            .unwrap();
+        let read: Vec<Result<RecordBatch, DataFusionError>> = vec![
+            Ok(rows),
+            Err(DataFusionError::Execution("Cast error: 'jane@example.com'".into())),
+        ];
+        let layout = crate::members::Layout {
+            email: 0,
+            name: None,
+            consent: None,
+            consent_default: ConsentToTrack::Yes,
+            fields: vec![],
+        };
+        let scan = Scan::new(
+            futures::stream::iter(read),
+            crate::members::Extractor::new(layout),
+            Default::default(),
+        );
+        let (batches, mut taken) = mpsc::channel(8);
+        let batcher = Batcher {
+            batch_size: 10,
+            already_sent: Default::default(),
+            rejects: rejects.clone(),
+        };
+        let done = batcher.run(scan, batches).await;
+        let mut handed = 0;
+        while let Some(batch) = taken.recv().await {
+            handed += batch.len();
+        }
+        assert_eq!(done.rows.rows, 25);
+        assert_eq!(
+            (handed, done.not_sent),
+            (20, 5),
+            "two full batches left, five were filling"
+        );
+        let error = done.error.unwrap().to_string();
+        assert!(error.contains("'***'") && !error.contains("jane"), "{error}");
+        rejects.close().unwrap();
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod progress;
 mod rejects;
 mod removal;
 mod run;
+mod scan;
 mod send;
 mod tally;
 

@@ -1,18 +1,17 @@
 //! `plan` and `validate`: everything a run does but sending.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 
-use futures::StreamExt;
 use serde::Serialize;
 
 use super::error::ExportError;
 use super::preflight::check_cap;
 use super::progress::{Progress, ProgressMode};
+use super::scan::Scan;
 use crate::campaign_monitor::ImportSubscriber;
 use crate::config::Pipeline;
 use crate::engine::{self, OnEngine};
-use crate::members::{Extractor, RejectReason, RowCounts, mask};
+use crate::members::{Extractor, RejectReason, mask};
 use crate::segment::{self, SegmentError, segment_frame};
 
 const SAMPLES: usize = 5;
@@ -82,27 +81,20 @@ pub async fn plan(pipeline: &Pipeline, progress: ProgressMode) -> Result<Plan, E
     .await?;
     let source_files = query.get().snapshot.files.len();
     let progress = Progress::start(progress, rows_expected, &pipeline.name);
-    let mut extractor = Extractor::new(query.get().layout.clone());
-    let mut stream = engine::stream(query, |query| query.export.clone());
-    let mut rows = RowCounts::default();
+    let extractor = Extractor::new(query.get().layout.clone());
+    let rows = engine::stream(query, |query| query.export.clone());
+    let mut scan = Scan::new(rows, extractor, progress.counters.clone());
     let mut samples = Vec::new();
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(ExportError::scan)?;
-        let counts = extractor
-            .extract(
-                &batch,
-                |member| {
-                    if samples.len() < SAMPLES {
-                        samples.push(sample(&member));
-                    }
-                },
-                |_| {},
-            )
-            .map_err(|e| ExportError::scan(e.into()))?;
-        progress.counters.rows.fetch_add(counts.rows, Ordering::Relaxed);
-        rows.add(&counts);
+    let mut keep = |member: ImportSubscriber| {
+        if samples.len() < SAMPLES {
+            samples.push(sample(&member));
+        }
+    };
+    while let Some(sorted) = scan.next(&mut keep, |_| {}).await {
+        sorted?;
     }
     progress.finish();
+    let rows = scan.counts;
     let batch_size = pipeline.options.batch_size.get() as u64;
     Ok(Plan {
         export: pipeline.name.clone(),

@@ -24,6 +24,7 @@ use super::error::ExportError;
 use super::options::{RunOptions, StopReason, now_rfc3339};
 use super::preflight::{self, Ready};
 use super::progress::Progress;
+use super::scan::Scan;
 use super::send::Sender;
 use super::tally::{Rejects, Tally};
 use crate::campaign_monitor::Credentials;
@@ -205,14 +206,13 @@ async fn send(
     let concurrency = pipeline.options.concurrency.get();
     let (batches, taken) = mpsc::channel(concurrency * 2);
     let batcher = Batcher {
-        extractor: Extractor::new(query.get().layout.clone()),
         batch_size: pipeline.options.batch_size.get(),
         already_sent: Arc::new(std::mem::take(&mut checkpoint.earlier.sent)),
         rejects: tally.rejects().clone(),
-        counters: progress.counters.clone(),
     };
+    let extractor = Extractor::new(query.get().layout.clone());
     let rows = engine::stream(query, |query| query.export.clone());
-    let batching = tokio::spawn(batcher.run(rows, batches));
+    let batching = tokio::spawn(batcher.run(Scan::new(rows, extractor, progress.counters.clone()), batches));
     let sender = Sender::new(
         Arc::new(client),
         pipeline.destination.list_id.clone(),

@@ -486,3 +486,33 @@ async fn a_custom_field_named_with_a_space_works_in_the_sandbox() {
     );
     assert!(!stderr.contains("create it in Campaign Monitor"), "{stderr}");
 }
+
+#[tokio::test]
+async fn plan_takes_the_connections_file_and_checks_the_connection() {
+    let emulator = emulator().await;
+    let dir = folder(&emulator, 200);
+    std::fs::write(dir.path().join("all.toml"), PIPELINE).unwrap();
+    std::fs::write(
+        dir.path().join("elsewhere.toml"),
+        connections(&emulator).replace("data-privacy-consent = true\n", ""),
+    )
+    .unwrap();
+    let plan = |args: &[&str]| {
+        let mut command = crate::support::command();
+        command
+            .args(["plan", "all.toml", "--progress", "never"])
+            .args(args)
+            .current_dir(dir.path());
+        crate::support::output(command)
+    };
+    let (code, stdout, stderr) = plan(&[]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("on `cm` (T)"), "{stdout}");
+    let (code, _, stderr) = plan(&["--connections", "elsewhere.toml"]).await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no data-privacy consent"), "{stderr}");
+    std::fs::remove_file(dir.path().join("connections.toml")).unwrap();
+    let (code, stdout, _) = plan(&[]).await;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("`cm` (not checked: no connections file)"), "{stdout}");
+}

@@ -495,3 +495,45 @@ async fn the_lock_is_shared_with_on_demand_runs_both_ways() {
     assert_eq!(resumed.status, RunStatus::SucceededWithRejects);
     assert_eq!(active_emails(&folder.emulator).len() as u64, resumed.members_unique);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_of_thousands_of_terms_runs_beside_the_others() {
+    // 1,500 terms aborted the whole scheduler, and every run in it.
+    let folder = folder(600).await;
+    let terms: Vec<String> = (0..3000).map(|i| format!("customer_id = {i}")).collect();
+    let deep = definition("[schedule]\ncron = \"0 3 * * *\"\n").replace(
+        "sql = \"SELECT * FROM profiles\"",
+        &format!("sql = \"SELECT * FROM profiles WHERE {}\"", terms.join(" OR ")),
+    );
+    folder.write("deep", &deep);
+    folder.write("plain", &definition("[schedule]\ncron = \"0 3 * * *\"\n"));
+    let clock = ManualClock::new(at("2026-11-28T02:59:59Z"));
+    let mut scheduler = start(&folder, &clock);
+    scheduler.loaded("deep").await;
+    clock.advance(Duration::from_secs(1));
+    let mut started = Vec::new();
+    for _ in 0..2 {
+        started.push(
+            scheduler
+                .until("started", |e| match e {
+                    Event::Started { run_id, .. } => Some(run_id.clone()),
+                    _ => None,
+                })
+                .await,
+        );
+    }
+    // They finish in either order.
+    let mut finished = Vec::new();
+    while finished.len() < 2 {
+        finished.push(
+            scheduler
+                .until("finished", |e| match e {
+                    Event::Finished { run_id, status, .. } if started.contains(run_id) => Some(*status),
+                    _ => None,
+                })
+                .await,
+        );
+    }
+    assert_eq!(finished, [RunStatus::SucceededWithRejects; 2]);
+    scheduler.shut_down().await;
+}

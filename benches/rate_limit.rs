@@ -86,6 +86,7 @@ fn export(work: &Path, data: &Path, emulator_args: &[&str], batch: u32, concurre
     let start = Instant::now();
     let status = Command::new(BIN)
         .args(["run", "send.toml", "--report", "report.json", "--progress", "never"])
+        .stdout(Stdio::null())
         .env("K", "k")
         .env("RUST_LOG", "warn")
         .current_dir(dir.path())

@@ -406,11 +406,11 @@ fn roll_fault(shared: &Shared) -> Fault {
         return Fault::None;
     }
     let mut state = shared.lock();
-    let roll: f64 = state.rng.random();
+    let roll: f64 = state.fault_rng.random();
     if roll < config.fail_rate {
         Fault::ServerError
     } else if roll < config.fail_rate + config.drop_rate {
-        if state.rng.random_bool(0.5) {
+        if state.fault_rng.random_bool(0.5) {
             Fault::DropBefore
         } else {
             Fault::DropAfter

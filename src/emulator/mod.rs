@@ -38,6 +38,9 @@ struct State {
     /// Rate-limit windows per identity: (window start, requests in it).
     windows: HashMap<String, (tokio::time::Instant, u64)>,
     rng: SmallRng,
+    /// Faults draw from their own sequence, so the same seed injects the same faults into
+    /// the same sequence of requests, however answer delays (drawn from `rng`) interleave.
+    fault_rng: SmallRng,
     stats: Stats,
 }
 
@@ -124,6 +127,7 @@ impl Emulator {
                 refresh_tokens: HashMap::new(),
                 windows: HashMap::new(),
                 rng: SmallRng::seed_from_u64(config.seed),
+                fault_rng: SmallRng::seed_from_u64(config.seed ^ 0x5eed_fa17),
                 stats: Stats::default(),
             }),
             config,

@@ -120,16 +120,19 @@ impl Running {
     /// The first event `pick` takes, skipping the others. The timeout only keeps a broken
     /// scheduler from hanging the suite; nothing waits on it when things work.
     async fn until<T>(&mut self, what: &str, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
+        let mut skipped = Vec::new();
         let found = tokio::time::timeout(Duration::from_secs(120), async {
             loop {
                 let event = self.events.recv().await.expect("the scheduler ended");
                 if let Some(found) = pick(&event) {
                     return found;
                 }
+                skipped.push(event);
             }
         })
         .await;
-        found.unwrap_or_else(|_| panic!("no event: {what}"))
+        // What came instead says what went wrong.
+        found.unwrap_or_else(|_| panic!("no event: {what}; the scheduler said instead: {skipped:#?}"))
     }
 
     async fn started(&mut self, export: &str) -> String {

@@ -49,9 +49,16 @@ fn main() {
     }
     for depth in [250, 500, 900] {
         let chain = vec!["email"; depth].join(" || ");
-        let p = pipeline(dir.path(), &format!("concat{depth}"), &format!("SELECT *, {chain} AS x FROM profiles"));
+        let p = pipeline(
+            dir.path(),
+            &format!("concat{depth}"),
+            &format!("SELECT *, {chain} AS x FROM profiles"),
+        );
         let start = Instant::now();
         runtime.block_on(export::validate(&p)).unwrap();
-        println!("{depth:>6}-level || chain: validate {:.3} s", start.elapsed().as_secs_f64());
+        println!(
+            "{depth:>6}-level || chain: validate {:.3} s",
+            start.elapsed().as_secs_f64()
+        );
     }
 }

@@ -109,6 +109,11 @@ impl Dispatcher<'_> {
             Delivery::Failed(failure) => {
                 self.tally
                     .refused(sent.batch.subscribers(), failure.code, &failure.message);
+                // Unless an answer was lost on the way, nothing of it landed: a resume need
+                // not count it as possibly sent twice.
+                if !sent.maybe_landed {
+                    self.journal.refused(number).map_err(StateError::from)?;
+                }
                 Err(ExportError::Import {
                     list_id: self.sender.list_id().to_owned(),
                     source: failure,

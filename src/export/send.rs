@@ -33,6 +33,8 @@ pub struct Sent {
     /// Requests sent again after an answer was lost (the batch may have landed before).
     pub resent_after_unknown: u64,
     pub rate_limited: u64,
+    /// Whether an answer was lost after the request may have been applied.
+    pub maybe_landed: bool,
     /// How long the last request took.
     pub latency: Duration,
 }
@@ -111,6 +113,7 @@ impl Sender {
             retries: requests.saturating_sub(1),
             resent_after_unknown: tries.resent,
             rate_limited: tries.rate_limited,
+            maybe_landed: tries.maybe_landed,
             latency: tries.latency,
         }
     }

@@ -1,9 +1,10 @@
 //! The checkpoint of a run: an append-only journal of the batches it sent and got accepted.
 //!
-//! Two kinds of line, each written with one `write_all`:
+//! Three kinds of line, each written with one `write_all`:
 //! - `{"sending":N,"members":M}` before batch `N` leaves, so a later attempt knows how many
 //!   members may have landed without an answer;
-//! - `{"batch":N,"new":..,"existing":..,"emails":[..],"failures":[..]}` once the API accepted it.
+//! - `{"batch":N,"new":..,"existing":..,"emails":[..],"failures":[..]}` once the API accepted it;
+//! - `{"refused":N}` once the API refused it for good (its members did not land).
 //!
 //! A kill can tear only the last line: opening the journal cuts a torn tail (and says so),
 //! so the next attempt's lines never fuse with it. A bad line anywhere else was not made by a
@@ -48,10 +49,17 @@ struct Sending {
     members: u64,
 }
 
+/// A batch the API refused for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Refused {
+    refused: u64,
+}
+
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Line {
     Sending(Sending),
+    Refused(Refused),
     Accepted(Accepted),
 }
 
@@ -147,6 +155,14 @@ impl Journal {
         self.write(&line)
     }
 
+    /// Records that the API refused batch `batch` for good: it is answered, nothing landed.
+    pub fn refused(&mut self, batch: u64) -> Result<(), JournalError> {
+        let mut line = serde_json::to_vec(&Refused { refused: batch })
+            .map_err(|e| self.error("write", std::io::Error::other(e)))?;
+        line.push(b'\n');
+        self.write(&line)
+    }
+
     /// Records that the API accepted batch `batch`.
     pub fn accepted<'a>(
         &mut self,
@@ -210,6 +226,9 @@ fn read(path: &Path, bytes: &[u8]) -> Result<Progress, JournalError> {
                 in_flight.insert(s.sending, s.members);
                 progress.next_batch = progress.next_batch.max(s.sending + 1);
             }
+            Ok(Line::Refused(r)) => {
+                in_flight.remove(&r.refused);
+            }
             Ok(Line::Accepted(accepted)) => {
                 if let Some(batch) = accepted.batch {
                     in_flight.remove(&batch);
@@ -255,6 +274,9 @@ mod tests {
             .accepted(0, 1, 0, ["A@x.com", "b@x.com"].into_iter(), &[failure()])
             .unwrap();
         journal.sending(1, 1).unwrap();
+        // Refused for good: answered, and nothing of it landed.
+        journal.sending(5, 40).unwrap();
+        journal.refused(5).unwrap();
         drop(journal);
         // A kill in the middle of batch 1's answer.
         let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
@@ -268,9 +290,9 @@ mod tests {
         assert_eq!(progress.batches[0].failures[0].code, 206);
         assert!(progress.sent.contains("a@x.com") && progress.sent.contains("b@x.com"));
         assert_eq!(progress.unanswered_members, 1);
-        assert_eq!(progress.next_batch, 2);
-        journal.sending(2, 1).unwrap();
-        journal.accepted(2, 1, 0, ["c@x.com"].into_iter(), &[]).unwrap();
+        assert_eq!(progress.next_batch, 6);
+        journal.sending(6, 1).unwrap();
+        journal.accepted(6, 1, 0, ["c@x.com"].into_iter(), &[]).unwrap();
         drop(journal);
 
         // The third attempt reads both earlier attempts' accepted batches.

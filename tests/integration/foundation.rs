@@ -311,6 +311,9 @@ async fn a_run_that_fails_mid_way_leaves_true_counts_and_a_readable_rejects_file
     assert_eq!(report.members_sent, 300);
     assert_eq!(report.rejected.api.get(&101), Some(&100));
     assert!(report.rows_matched >= report.members_unique && report.members_unique > 400);
+    // The refused batch is answered in the journal: a resume will not count it as maybe landed.
+    let journal = std::fs::read_to_string(journal_of(dir.path(), "all")).unwrap();
+    assert!(journal.lines().any(|l| l == r#"{"refused":3}"#), "{journal}");
     let accounted = report.members_sent + report.rejected.api[&101] + report.rejected.not_sent;
     assert_eq!(accounted, report.members_unique, "{report:?}");
     let rejects = report.rejects_file.as_ref().unwrap();

@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::TableReference;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -107,7 +107,7 @@ pub async fn register(ctx: &SessionContext, source: &Source) -> Result<Snapshot,
         );
     let config = ListingTableConfig::new_with_multi_paths(urls)
         .with_listing_options(options)
-        .with_schema(Arc::new(Schema::clone(&file_schema)));
+        .with_schema(file_schema);
     let listing = ListingTable::try_new(config).map_err(unreadable)?;
     ctx.register_table(table.clone(), Arc::new(listing))
         .map_err(unreadable)?;

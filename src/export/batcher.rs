@@ -16,8 +16,6 @@ use super::tally::{Rejects, not_sent};
 use crate::campaign_monitor::{ImportBatch, ImportSubscriber, MAX_SUBSCRIBER_BYTES};
 use crate::members::{Reject, RejectReason, RowCounts};
 
-const STOPPED: &str = "the run stopped before this batch";
-
 /// What the batcher did, also when it ended early.
 #[derive(Debug, Default)]
 pub struct Batched {
@@ -43,10 +41,9 @@ struct Filling {
 }
 
 impl Filling {
-    /// Adds `member`; returns the full batch it completes, or the batch it did not fit in.
-    fn add(&mut self, member: ImportSubscriber, batch_size: usize) -> Option<Vec<ImportSubscriber>> {
-        // One comma between members.
-        let size = member.json_len() + 1;
+    /// Adds `member`, whose JSON takes `size` bytes with its comma; returns the full batch it
+    /// completes, or the batch it did not fit in.
+    fn add(&mut self, member: ImportSubscriber, size: usize, batch_size: usize) -> Option<Vec<ImportSubscriber>> {
         let overflow = (self.bytes + size > MAX_SUBSCRIBER_BYTES).then(|| self.take());
         self.bytes += size;
         self.members.push(member);
@@ -87,7 +84,7 @@ impl Batcher {
                 break;
             }
             if done.error.is_some() || batches.is_closed() {
-                done.not_sent += not_sent(&self.rejects, &filling.members, STOPPED);
+                done.not_sent += not_sent(&self.rejects, &filling.members);
                 break;
             }
         }
@@ -101,11 +98,13 @@ impl Batcher {
         if !self.already_sent.is_empty() && self.already_sent.contains(&member.email_address.to_ascii_lowercase()) {
             return None;
         }
-        if member.json_len() + 1 > MAX_SUBSCRIBER_BYTES {
+        // Its JSON, and one comma between members: measured once, here.
+        let size = member.json_len() + 1;
+        if size > MAX_SUBSCRIBER_BYTES {
             self.rejects.push(too_large(&member));
             return None;
         }
-        filling.add(member, self.batch_size)
+        filling.add(member, size, self.batch_size)
     }
 
     /// Sends a batch on; if the dispatcher no longer takes any, its members are `not_sent`.
@@ -116,7 +115,7 @@ impl Batcher {
         };
         match batches.send(batch).await {
             Ok(()) => 0,
-            Err(refused) => not_sent(&self.rejects, refused.0.subscribers(), STOPPED),
+            Err(refused) => not_sent(&self.rejects, refused.0.subscribers()),
         }
     }
 }
@@ -195,11 +194,16 @@ mod tests {
         rejects.close().unwrap();
     }
 
+    fn add(filling: &mut Filling, member: ImportSubscriber, batch_size: usize) -> Option<Vec<ImportSubscriber>> {
+        let size = member.json_len() + 1;
+        filling.add(member, size, batch_size)
+    }
+
     #[test]
     fn batches_are_cut_by_count_and_by_bytes() {
         let mut filling = Filling::default();
         let full: Vec<_> = (0..5)
-            .filter_map(|i| filling.add(member(&format!("{i}@x.com"), 1), 2))
+            .filter_map(|i| add(&mut filling, member(&format!("{i}@x.com"), 1), 2))
             .collect();
         assert_eq!(full.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 2]);
         assert_eq!(filling.take().len(), 1);
@@ -208,7 +212,7 @@ mod tests {
         let mut filling = Filling::default();
         let mut sizes = Vec::new();
         for i in 0..1000 {
-            if let Some(batch) = filling.add(member(&format!("{i}@x.com"), 250), 1000) {
+            if let Some(batch) = add(&mut filling, member(&format!("{i}@x.com"), 250), 1000) {
                 let bytes: usize = batch.iter().map(|m| m.json_len() + 1).sum();
                 assert!(bytes <= MAX_SUBSCRIBER_BYTES);
                 let body = ImportBatch::new(batch.clone()).unwrap().to_body(false);

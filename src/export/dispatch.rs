@@ -20,8 +20,6 @@ use super::tally::Tally;
 use crate::campaign_monitor::ImportBatch;
 use crate::state::{Journal, StateError};
 
-const STOPPED: &str = "the run stopped before this batch";
-
 /// How the sending ended.
 pub enum Dispatched {
     /// Every batch the batcher made was answered.
@@ -68,7 +66,7 @@ impl Dispatcher<'_> {
                         let number = self.next_batch;
                         self.next_batch += 1;
                         if let Err(error) = self.journal.sending(number, batch.len() as u64) {
-                            self.tally.not_sent(batch.subscribers(), STOPPED);
+                            self.tally.not_sent(batch.subscribers());
                             fail(&mut ended, StateError::from(error).into());
                             continue;
                         }
@@ -81,7 +79,7 @@ impl Dispatcher<'_> {
             if ended.is_some() && open {
                 batches.close();
                 while let Some(batch) = batches.recv().await {
-                    self.tally.not_sent(batch.subscribers(), STOPPED);
+                    self.tally.not_sent(batch.subscribers());
                 }
                 open = false;
             }

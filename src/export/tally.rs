@@ -68,10 +68,10 @@ impl Rejects {
 
 /// Members whose batch was not accepted because the run stopped first: into the rejects
 /// file as `not_sent`, so every member is accounted for.
-pub fn not_sent(rejects: &Rejects, members: &[ImportSubscriber], why: &str) -> u64 {
+pub fn not_sent(rejects: &Rejects, members: &[ImportSubscriber]) -> u64 {
     for member in members {
         let mut reject = Reject::new(Some(&member.email_address), RejectReason::NotSent);
-        reject.message = Some(why.to_owned());
+        reject.message = Some("the run stopped before this batch".to_owned());
         rejects.push(reject);
     }
     members.len() as u64
@@ -162,8 +162,8 @@ impl Tally {
         self.rejects.push(reject);
     }
 
-    pub fn not_sent(&mut self, members: &[ImportSubscriber], why: &str) {
-        self.not_sent += not_sent(&self.rejects, members, why);
+    pub fn not_sent(&mut self, members: &[ImportSubscriber]) {
+        self.not_sent += not_sent(&self.rejects, members);
     }
 
     /// The adaptive concurrency limit when sending ended.
@@ -240,7 +240,7 @@ mod tests {
         tally.resending(5);
         tally.accepted(1, 0, &[]);
         tally.refused(&[member("e@x.com")], 204, "In suppression list");
-        tally.not_sent(&[member("f@x.com"), member("g@x.com")], "the run stopped");
+        tally.not_sent(&[member("f@x.com"), member("g@x.com")]);
         tally.batched(
             &RowCounts {
                 rows: 9,

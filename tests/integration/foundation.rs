@@ -364,6 +364,15 @@ async fn wide_members_are_batched_under_the_request_size_limit() {
     );
 }
 
+/// Why `plan` refused `pipeline`.
+async fn plan_error(pipeline: &Pipeline) -> String {
+    export::plan(pipeline, ProgressMode::Never)
+        .await
+        .err()
+        .unwrap()
+        .to_string()
+}
+
 #[tokio::test]
 async fn the_snapshot_read_is_the_snapshot_listed() {
     let dir = tempfile::tempdir().unwrap();
@@ -378,11 +387,7 @@ async fn the_snapshot_read_is_the_snapshot_listed() {
         )
     };
     // A plain folder beside partition folders was silently left out.
-    let error = export::plan(&folder_pipeline("snap"), ProgressMode::Never)
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let error = plan_error(&folder_pipeline("snap")).await;
     assert!(
         error.contains("extra/part-00000.parquet")
             && error.contains("region=RO")
@@ -397,11 +402,7 @@ async fn the_snapshot_read_is_the_snapshot_listed() {
         snap.join("region=RO/.tmp-part.parquet"),
     )
     .unwrap();
-    let error = export::plan(&folder_pipeline("snap"), ProgressMode::Never)
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let error = plan_error(&folder_pipeline("snap")).await;
     assert!(
         error.contains(".tmp-part.parquet") && error.contains("hidden"),
         "{error}"
@@ -422,11 +423,7 @@ async fn the_snapshot_read_is_the_snapshot_listed() {
         let looped = dir.path().join("looped");
         std::fs::create_dir_all(&looped).unwrap();
         std::os::unix::fs::symlink(&looped, looped.join("again")).unwrap();
-        let error = export::plan(&folder_pipeline("looped"), ProgressMode::Never)
-            .await
-            .err()
-            .unwrap()
-            .to_string();
+        let error = plan_error(&folder_pipeline("looped")).await;
         assert!(!error.contains("valid Parquet"), "{error}");
         assert!(error.contains("looped"), "{error}");
     }

@@ -68,11 +68,12 @@ fn extract_batch_8192(bencher: Bencher) {
         consent: None,
         consent_default: ConsentToTrack::Yes,
         fields: vec![("City".into(), "city".into(), 2)],
+        synced: None,
     };
     bencher.counter(ItemsCount::new(8192usize)).bench(|| {
         let mut extractor = Extractor::new(layout.clone());
         let mut members = 0;
-        extractor.extract(&batch, |_| members += 1, |_| {}).unwrap();
+        extractor.extract(&batch, |_, _| members += 1, |_| {}).unwrap();
         members
     });
 }

@@ -17,6 +17,8 @@
 //!   and `plan` / `validate`, which do all of that but send.
 //! - [`emulator`]: a protocol-faithful Campaign Monitor emulator with fault injection,
 //!   used by `--sandbox`, the tests and the benchmarks.
+//! - [`sync`]: what an export that follows its segment has on its list (Parquet), the diff
+//!   and the members who left as DataFusion joins, the guard on removals.
 //! - [`state`]: the state folder: run records (report, status, trigger), per run its
 //!   fingerprint and journal, per export its lock, the history of every run; owner-only,
 //!   atomically written files.
@@ -50,3 +52,4 @@ pub mod schedule;
 pub mod segment;
 pub mod source;
 pub mod state;
+pub mod sync;

@@ -53,6 +53,16 @@ pub enum Attempt<T, E> {
     Retry { error: E, wait: Option<Duration> },
 }
 
+impl<T, E> Attempt<T, E> {
+    /// Reads a final answer further; a retry stays a retry.
+    pub fn and_then<U>(self, read: impl FnOnce(T) -> Result<U, E>) -> Attempt<U, E> {
+        match self {
+            Attempt::Done(done) => Attempt::Done(done.and_then(read)),
+            Attempt::Retry { error, wait } => Attempt::Retry { error, wait },
+        }
+    }
+}
+
 /// Calls `attempt` until it is done or `backoff.max_retries` retries are spent; between
 /// attempts waits with full jitter (or what the other side asked, bounded). The last
 /// retryable error is returned when the retries run out.

@@ -332,24 +332,26 @@ impl Client {
     }
 
     pub async fn subscriber(&self, list_id: &str, email: &str) -> Result<SubscriberDetails, ApiError> {
-        let path = format!("subscribers/{}.json?email={}", encode(list_id), encode(email));
-        self.call(Method::GET, &path, None).await
+        let (method, path, body) = member_call(list_id, email, MemberCall::Details);
+        self.call(method, &path, body).await
     }
 
     pub async fn unsubscribe(&self, list_id: &str, email: &str) -> Result<(), ApiError> {
-        let body = Bytes::from(serde_json::to_vec(&ApiEmail { email_address: email }).unwrap_or_default());
-        self.call(
-            Method::POST,
-            &format!("subscribers/{}/unsubscribe.json", encode(list_id)),
-            Some(body),
-        )
-        .await
+        let (method, path, body) = member_call(list_id, email, MemberCall::Unsubscribe);
+        self.call(method, &path, body).await
     }
 
     /// Moves a member to the Deleted state.
     pub async fn delete(&self, list_id: &str, email: &str) -> Result<(), ApiError> {
-        let path = format!("subscribers/{}.json?email={}", encode(list_id), encode(email));
-        self.call(Method::DELETE, &path, None).await
+        let (method, path, body) = member_call(list_id, email, MemberCall::Delete);
+        self.call(method, &path, body).await
+    }
+
+    /// One call about one member, answered raw: for callers that gate, classify and retry
+    /// it themselves (mirror's removals).
+    pub async fn member_request(&self, list_id: &str, email: &str, which: MemberCall) -> Result<Response, TransportError> {
+        let (method, path, body) = member_call(list_id, email, which);
+        self.send(method, &path, body).await
     }
 
     /// Sends one bulk import and returns the raw answer: the export classifies it, retries it
@@ -371,6 +373,32 @@ impl Client {
             Some(body),
         )
         .await
+    }
+}
+
+/// The calls about one subscriber of a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberCall {
+    /// `GET subscribers/{listid}.json?email=`: the member's details and state.
+    Details,
+    /// `DELETE subscribers/{listid}.json?email=`: to the Deleted state.
+    Delete,
+    /// `POST subscribers/{listid}/unsubscribe.json`.
+    Unsubscribe,
+}
+
+fn member_call(list_id: &str, email: &str, which: MemberCall) -> (Method, String, Option<Bytes>) {
+    let by_address = format!("subscribers/{}.json?email={}", encode(list_id), encode(email));
+    match which {
+        MemberCall::Details => (Method::GET, by_address, None),
+        MemberCall::Delete => (Method::DELETE, by_address, None),
+        MemberCall::Unsubscribe => (
+            Method::POST,
+            format!("subscribers/{}/unsubscribe.json", encode(list_id)),
+            Some(Bytes::from(
+                serde_json::to_vec(&ApiEmail { email_address: email }).unwrap_or_default(),
+            )),
+        ),
     }
 }
 

@@ -10,7 +10,7 @@ pub mod types;
 
 pub use base_url::{BaseUrl, BaseUrlError, DEFAULT_BASE_URL, Insecure, check_secure};
 pub use classify::{ApiFailure, Class, RateLimit, Response, TransportError, TransportErrorKind, classify};
-pub use client::{ApiError, Client, ClientOptions, retry_call};
+pub use client::{ApiError, Client, ClientOptions, MemberCall, retry_call};
 pub use credentials::{Credentials, Secret};
 pub use import::{
     BatchSizeError, ConsentToTrack, ImportBatch, ImportField, ImportSubscriber, MAX_IMPORT_BATCH, MAX_REQUEST_BYTES,

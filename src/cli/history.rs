@@ -80,6 +80,8 @@ fn table(entries: &[HistoryEntry]) -> Table {
         "TOOK",
         "MATCHED",
         "SENT",
+        "UNCHANGED",
+        "REMOVED",
         "REJECTED",
         "NOTE",
     ]);
@@ -97,6 +99,8 @@ fn table(entries: &[HistoryEntry]) -> Table {
             format!("{:.1}s", e.duration_seconds),
             e.rows_matched.to_string(),
             e.members_sent.to_string(),
+            e.members_unchanged.to_string(),
+            e.members_removed.to_string(),
             e.rejected_rows.to_string(),
             note,
         ]);

@@ -14,7 +14,6 @@ mod table;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use cm_export::export::ProgressMode;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,18 +30,9 @@ pub struct Cli {
 pub enum Command {
     /// Export now.
     Run(run::RunArgs),
-    /// Everything but sending: counts per segment, rejects by reason, batches, samples.
-    Plan {
-        pipeline: PathBuf,
-        /// Print the plan as JSON.
-        #[arg(long)]
-        json: bool,
-        #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
-        progress: ProgressMode,
-        /// The connections file (default: $CM_EXPORT_CONNECTIONS, then beside the pipeline, then its parent folder); without one the connection is not checked.
-        #[arg(long)]
-        connections: Option<PathBuf>,
-    },
+    /// Everything but sending: counts per segment, rejects by reason, batches, samples; for
+    /// `changes` and `mirror`, the diff against the list and what the removal guard would decide.
+    Plan(run::PlanArgs),
     /// Check definitions, connections, SQL and schema; sends nothing.
     Validate {
         #[arg(required = true)]
@@ -76,12 +66,7 @@ pub enum Command {
 pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Run(args) => run::run(args).await,
-        Command::Plan {
-            pipeline,
-            json,
-            progress,
-            connections,
-        } => run::plan(&pipeline, json, progress, connections.as_deref()).await,
+        Command::Plan(args) => run::plan(args).await,
         Command::Validate { pipelines, connections } => run::validate(&pipelines, connections.as_deref()).await,
         Command::SampleData { rows, out, seed, files } => {
             let written = cm_export::sample::generate(&out, rows, files, seed)?;

@@ -27,9 +27,39 @@ pub struct RunArgs {
     /// Continue the last unfinished run of this export; members already accepted are not sent again.
     #[arg(long)]
     resume: bool,
+    /// `changes` and `mirror`: send every member (a full resync) and rebuild the synced state.
+    #[arg(long)]
+    full: bool,
+    /// `mirror`: let this run remove up to N members past `options.max-removals` (or, when the
+    /// segment is empty, remove up to N at all).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    allow_removals: u64,
     /// How often the run checks that its definition, connection and consent still exist.
     #[arg(long, default_value_t = 2000, hide = true)]
     watch_every_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    pipeline: PathBuf,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    json: bool,
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    progress: ProgressMode,
+    /// The connections file (default: $CM_EXPORT_CONNECTIONS, then beside the pipeline, then its parent folder).
+    #[arg(long)]
+    connections: Option<PathBuf>,
+    /// The state folder holding the synced state the diff is made against (default:
+    /// `.cm-export/` beside the pipeline).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Plan a full resync (`changes`, `mirror`).
+    #[arg(long)]
+    full: bool,
+    /// Plan with this many removals allowed past `options.max-removals`.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    allow_removals: u64,
 }
 
 fn load(pipeline: &Path, connections: Option<&Path>) -> anyhow::Result<(Pipeline, Connection)> {
@@ -78,6 +108,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         progress: args.progress,
         sandbox: args.sandbox,
         resume: args.resume,
+        full: args.full,
+        allow_removals: args.allow_removals,
         ..RunOptions::default()
     };
     let signal = super::shutdown_signal();
@@ -115,13 +147,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     Ok(report.status.exit_code())
 }
 
-pub async fn plan(
-    pipeline: &Path,
-    json: bool,
-    progress: ProgressMode,
-    connections: Option<&Path>,
-) -> anyhow::Result<u8> {
-    let pipeline = Pipeline::load(pipeline)?;
+pub async fn plan(args: PlanArgs) -> anyhow::Result<u8> {
+    let PlanArgs {
+        pipeline,
+        json,
+        progress,
+        connections,
+        state_dir,
+        full,
+        allow_removals,
+    } = args;
+    let connections = connections.as_deref();
+    let pipeline = Pipeline::load(&pipeline)?;
     // An analyst may plan without the connections file; when there is one, the connection
     // must be usable, as a run would need it.
     let connection = match Connections::locate(connections, pipeline.dir()) {
@@ -133,7 +170,14 @@ pub async fn plan(
         Err(_) if connections.is_none() => None,
         Err(error) => return Err(error.into()),
     };
-    let mut plan = export::plan(&pipeline, progress).await?;
+    let options = RunOptions {
+        progress,
+        state_dir,
+        full,
+        allow_removals,
+        ..RunOptions::default()
+    };
+    let mut plan = export::plan(&pipeline, &options).await?;
     plan.connection = Some(match connection {
         Some(c) => format!("`{}` ({})", c.name, c.display_name),
         None => format!(

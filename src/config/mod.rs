@@ -9,6 +9,6 @@ mod webhook_url;
 
 pub use connection::{CONNECTIONS_ENV, Connection, Connections, CredentialSource, UsableBy};
 pub use error::ConfigError;
-pub use pipeline::{Consent, Destination, Mapping, Options, Pipeline, Segment, Source};
+pub use pipeline::{Consent, Destination, Mapping, MaxRemovals, Mode, Options, Pipeline, Removal, Segment, Source};
 pub use schedule::Schedule;
 pub use webhook_url::WebhookUrl;

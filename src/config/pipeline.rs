@@ -61,6 +61,10 @@ struct DestinationWire {
     list_id: String,
     /// Which segments to send (their union). Default: all.
     segments: Option<Vec<String>>,
+    /// `upsert` (default), `changes` or `mirror`.
+    mode: Option<String>,
+    /// Mirror only: `delete` (default) or `unsubscribe`.
+    removal: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +94,8 @@ struct OptionsWire {
     max_profiles: Option<i64>,
     /// Re-add people who unsubscribed or were deleted. Default false.
     resubscribe: Option<bool>,
+    /// Mirror only: at most this many removals per run, `N` or `"P%"`. Default `"10%"`.
+    max_removals: Option<toml::Value>,
 }
 
 pub const DEFAULT_TABLE: &str = "profiles";
@@ -133,7 +139,72 @@ pub struct Destination {
     pub list_id: String,
     /// Never empty.
     pub segments: Vec<String>,
+    pub mode: Mode,
 }
+
+/// How the list follows the segment across runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Every run sends every member; nothing is tracked or removed.
+    Upsert,
+    /// Only members new to this export or whose mapped values changed are sent.
+    Changes,
+    /// As `Changes`, and members this export sent that left the segment are removed.
+    Mirror(Removal),
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Upsert => "upsert",
+            Mode::Changes => "changes",
+            Mode::Mirror(_) => "mirror",
+        }
+    }
+
+    /// Whether runs keep the synced state (what this export has on the list).
+    pub fn tracks(self) -> bool {
+        self != Mode::Upsert
+    }
+}
+
+/// How mirror takes a member off the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// To the Deleted state: reversible, the member can be imported again.
+    Delete,
+    /// Unsubscribed: the member may be suppressed and is not re-added without `resubscribe`.
+    Unsubscribe,
+}
+
+/// The most removals one mirror run may make.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxRemovals {
+    Count(u64),
+    /// Per cent of the members this export has on the list.
+    Percent(f64),
+}
+
+impl MaxRemovals {
+    /// The bound for a list holding `members` of this export's members.
+    pub fn of(self, members: u64) -> u64 {
+        match self {
+            MaxRemovals::Count(n) => n,
+            MaxRemovals::Percent(p) => (members as f64 * p / 100.0).floor() as u64,
+        }
+    }
+}
+
+impl std::fmt::Display for MaxRemovals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MaxRemovals::Count(n) => write!(f, "{n}"),
+            MaxRemovals::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+pub const DEFAULT_MAX_REMOVALS: MaxRemovals = MaxRemovals::Percent(10.0);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Consent {
@@ -171,6 +242,7 @@ pub struct Options {
     pub concurrency: NonZeroUsize,
     pub max_profiles: u64,
     pub resubscribe: bool,
+    pub max_removals: MaxRemovals,
 }
 
 impl Pipeline {
@@ -357,6 +429,24 @@ impl Pipeline {
             }
         };
 
+        let mode = mode(destination.mode.as_deref(), destination.removal.as_deref())
+            .map_err(|(key, message)| invalid(key, message))?;
+        let max_removals = match (options.max_removals, mode) {
+            (None, _) => DEFAULT_MAX_REMOVALS,
+            (Some(value), Mode::Mirror(_)) => {
+                max_removals(value).map_err(|message| invalid("options.max-removals", message))?
+            }
+            (Some(_), _) => {
+                return Err(invalid(
+                    "options.max-removals",
+                    format!(
+                        "only applies to `destination.mode = \"mirror\"` (this export's mode is `{}`); remove it or set the mode",
+                        mode.as_str()
+                    ),
+                ));
+            }
+        };
+
         let schedule = wire.schedule.map(|s| Schedule::check(path, s)).transpose()?;
         let alert_webhook = wire
             .alert_webhook
@@ -376,6 +466,7 @@ impl Pipeline {
                 connection: destination.connection,
                 list_id: destination.list_id.trim().to_owned(),
                 segments: chosen,
+                mode,
             },
             mapping: Mapping {
                 email: mapping.email,
@@ -388,6 +479,7 @@ impl Pipeline {
                 concurrency,
                 max_profiles,
                 resubscribe: options.resubscribe.unwrap_or(false),
+                max_removals,
             },
             schedule,
             alert_webhook,
@@ -419,6 +511,50 @@ fn consent(value: Option<toml::Value>) -> Result<Consent, String> {
             }
         }
         Some(other) => Err(format!("is a {}; {FORMS}", other.type_str())),
+    }
+}
+
+/// `destination.mode` and `destination.removal`; `Err((key, message))`.
+fn mode(mode: Option<&str>, removal: Option<&str>) -> Result<Mode, (&'static str, String)> {
+    let removal = match removal {
+        None => None,
+        Some("delete") => Some(Removal::Delete),
+        Some("unsubscribe") => Some(Removal::Unsubscribe),
+        Some(other) => {
+            return Err((
+                "destination.removal",
+                format!("is `{other}`; write `delete` (reversible) or `unsubscribe`"),
+            ));
+        }
+    };
+    match (mode.unwrap_or("upsert"), removal) {
+        ("mirror", removal) => Ok(Mode::Mirror(removal.unwrap_or(Removal::Delete))),
+        (other @ ("upsert" | "changes"), Some(_)) => Err((
+            "destination.removal",
+            format!("only applies to `mode = \"mirror\"` (this export's mode is `{other}`); remove it or set the mode"),
+        )),
+        ("upsert", None) => Ok(Mode::Upsert),
+        ("changes", None) => Ok(Mode::Changes),
+        (other, _) => Err((
+            "destination.mode",
+            format!("is `{other}`; write `upsert` (send every member), `changes` (only new or changed members) or `mirror` (as changes, and remove members who left the segment)"),
+        )),
+    }
+}
+
+/// `options.max-removals`: a count (`500`) or a percentage (`"10%"`).
+fn max_removals(value: toml::Value) -> Result<MaxRemovals, String> {
+    const FORMS: &str = "write a count such as `500` or a percentage such as `\"10%\"`";
+    match value {
+        toml::Value::Integer(n) if n >= 0 => Ok(MaxRemovals::Count(n as u64)),
+        toml::Value::String(text) => text
+            .trim()
+            .strip_suffix('%')
+            .and_then(|p| p.trim().parse::<f64>().ok())
+            .filter(|p| (0.0..=100.0).contains(p))
+            .map(MaxRemovals::Percent)
+            .ok_or_else(|| format!("is `{text}`; {FORMS} (0% to 100%)")),
+        other => Err(format!("is `{other}`; {FORMS}")),
     }
 }
 
@@ -571,6 +707,36 @@ batch-size = 500
             let text = GOOD.replace(from, to);
             assert_ne!(text, GOOD, "{from}");
             let message = error(&text);
+            assert!(message.contains(needle), "{needle}: {message}");
+        }
+    }
+
+    #[test]
+    fn sync_modes_removals_and_their_bound() {
+        let p = parse(GOOD).unwrap();
+        assert_eq!(p.destination.mode, Mode::Upsert);
+        assert_eq!(p.options.max_removals, MaxRemovals::Percent(10.0));
+        let mirror = |extra: &str, options: &str| {
+            GOOD.replace("segments = [\"vip-ro\"]", &format!("segments = [\"vip-ro\"]\n{extra}"))
+                .replace("batch-size = 500", &format!("batch-size = 500\n{options}"))
+        };
+        let p = parse(&mirror("mode = \"mirror\"", "max-removals = \"2.5%\"")).unwrap();
+        assert_eq!(p.destination.mode, Mode::Mirror(Removal::Delete));
+        assert_eq!(p.options.max_removals.of(1000), 25);
+        let p = parse(&mirror("mode = \"mirror\"\nremoval = \"unsubscribe\"", "max-removals = 40")).unwrap();
+        assert_eq!(p.destination.mode, Mode::Mirror(Removal::Unsubscribe));
+        assert_eq!(p.options.max_removals.of(1000), 40);
+        assert_eq!(parse(&mirror("mode = \"changes\"", "")).unwrap().destination.mode, Mode::Changes);
+        for (extra, options, needle) in [
+            ("mode = \"sync\"", "", "`destination.mode` is `sync`; write `upsert`"),
+            ("mode = \"changes\"\nremoval = \"delete\"", "", "`destination.removal` only applies to `mode = \"mirror\"`"),
+            ("mode = \"mirror\"\nremoval = \"erase\"", "", "`destination.removal` is `erase`"),
+            ("", "max-removals = 5", "`options.max-removals` only applies to `destination.mode = \"mirror\"`"),
+            ("mode = \"mirror\"", "max-removals = \"ten\"", "`options.max-removals` is `ten`"),
+            ("mode = \"mirror\"", "max-removals = \"120%\"", "0% to 100%"),
+            ("mode = \"mirror\"", "max-removals = -1", "`options.max-removals` is `-1`"),
+        ] {
+            let message = error(&mirror(extra, options));
             assert!(message.contains(needle), "{needle}: {message}");
         }
     }

@@ -287,21 +287,28 @@ fn not_in_list() -> Answer {
     )
 }
 
+/// `DELETE subscribers/{listid}.json` and `POST subscribers/{listid}/unsubscribe.json`:
+/// 200 with an empty body; 203 for an address the list does not have or already deleted.
+/// An unsubscribe of someone already unsubscribed answers 200 and changes nothing.
 fn change_state(shared: &Shared, list_id: &str, email: &str, to: MemberState) -> Answer {
     let mut state = shared.lock();
     let Some(list) = state.lists.get_mut(list_id) else {
         return invalid_list();
     };
-    match list.member_mut(email) {
-        Some(member) => {
-            member.state = to;
-            member.date = now_text();
-            Answer {
-                status: StatusCode::OK,
-                body: Vec::new(),
-            }
+    let Some(member) = list.member_mut(email).filter(|m| m.state != MemberState::Deleted) else {
+        return not_in_list();
+    };
+    if member.state != to {
+        member.state = to;
+        member.date = now_text();
+        match to {
+            MemberState::Deleted => state.stats.subscribers_deleted += 1,
+            _ => state.stats.subscribers_unsubscribed += 1,
         }
-        None => not_in_list(),
+    }
+    Answer {
+        status: StatusCode::OK,
+        body: Vec::new(),
     }
 }
 

@@ -32,6 +32,10 @@ pub struct Stats {
     pub subscribers_received: u64,
     /// Rows that were added or updated.
     pub subscribers_applied: u64,
+    /// Members moved to Deleted by `DELETE subscribers/{listid}.json`.
+    pub subscribers_deleted: u64,
+    /// Members moved to Unsubscribed by `POST subscribers/{listid}/unsubscribe.json`.
+    pub subscribers_unsubscribed: u64,
     pub faults: Faults,
     pub lists: BTreeMap<String, ListCounts>,
 }

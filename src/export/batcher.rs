@@ -1,5 +1,5 @@
 //! The batcher: rows from the scan become members (normalised, validated, deduped), members
-//! an earlier attempt got accepted are left out, and the rest leave in batches of at most
+//! an earlier attempt got accepted or that the synced state has unchanged are left out, and the rest leave in batches of at most
 //! `batch-size` members and at most [`MAX_SUBSCRIBER_BYTES`] of JSON, as soon as each is full.
 
 use std::collections::HashSet;
@@ -14,7 +14,7 @@ use super::error::ExportError;
 use super::scan::Scan;
 use super::tally::{Rejects, not_sent};
 use crate::campaign_monitor::{ImportBatch, ImportSubscriber, MAX_SUBSCRIBER_BYTES};
-use crate::members::{Reject, RejectReason, RowCounts};
+use crate::members::{Change, Reject, RejectReason, RowCounts};
 
 /// What the batcher did, also when it ended early.
 #[derive(Debug, Default)]
@@ -68,7 +68,11 @@ impl Batcher {
             let mut full = Vec::new();
             let sorted = scan
                 .next(
-                    |member| full.extend(self.keep(member, &mut filling)),
+                    |member, change| {
+                        if change != Change::Unchanged {
+                            full.extend(self.keep(member, &mut filling));
+                        }
+                    },
                     |reject| self.rejects.push(reject),
                 )
                 .await;
@@ -166,6 +170,7 @@ mod tests {
             consent: None,
             consent_default: ConsentToTrack::Yes,
             fields: vec![],
+            synced: None,
         };
         let scan = Scan::new(
             futures::stream::iter(read),

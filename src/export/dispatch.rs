@@ -18,6 +18,7 @@ use super::progress::Counters;
 use super::send::{Delivery, Sender, Sent};
 use super::tally::Tally;
 use crate::campaign_monitor::ImportBatch;
+use crate::members::fingerprint;
 use crate::state::{Journal, StateError};
 
 /// How the sending ended.
@@ -31,12 +32,15 @@ pub enum Dispatched {
 
 pub struct Dispatcher<'a> {
     pub sender: Arc<Sender>,
-    pub limit: Concurrency,
+    pub limit: &'a mut Concurrency,
     pub journal: &'a mut Journal,
     pub tally: &'a mut Tally,
     pub counters: Arc<Counters>,
     /// The number of the next batch (after those of earlier attempts).
     pub next_batch: u64,
+    /// Whether accepted batches are journaled with their members' value fingerprints (the
+    /// export keeps a synced state).
+    pub fingerprints: bool,
 }
 
 impl Dispatcher<'_> {
@@ -84,7 +88,6 @@ impl Dispatcher<'_> {
                 open = false;
             }
         }
-        self.tally.concurrency_at_end(self.limit.current());
         ended.unwrap_or(Dispatched::Finished)
     }
 
@@ -98,8 +101,13 @@ impl Dispatcher<'_> {
                 existing,
                 failures,
             } => {
-                let emails = sent.batch.subscribers().iter().map(|m| m.email_address.as_str());
-                let journaled = self.journal.accepted(number, new, existing, emails, &failures);
+                let members = sent.batch.subscribers();
+                let fingerprints: Vec<u64> = match self.fingerprints {
+                    true => members.iter().map(fingerprint).collect(),
+                    false => Vec::new(),
+                };
+                let emails = members.iter().map(|m| m.email_address.as_str());
+                let journaled = self.journal.accepted(number, new, existing, emails, &failures, &fingerprints);
                 self.tally.accepted(new, existing, &failures);
                 self.counters.sent.fetch_add(new + existing, Ordering::Relaxed);
                 journaled.map_err(|e| StateError::from(e).into())

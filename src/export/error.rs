@@ -42,6 +42,17 @@ pub enum ExportError {
         #[source]
         source: ApiFailure,
     },
+    #[error("Campaign Monitor refused a removal from list `{list_id}`; the run stopped")]
+    Removal {
+        list_id: String,
+        #[source]
+        source: ApiFailure,
+    },
+    /// The guard on mirror's removals said no; the text says how many, why and what to do.
+    #[error("{0}")]
+    RemovalsRefused(String),
+    #[error(transparent)]
+    Sync(#[from] crate::sync::SyncError),
     #[error(transparent)]
     Rejects(#[from] super::rejects::RejectsError),
     #[error(transparent)]

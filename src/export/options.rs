@@ -23,6 +23,10 @@ pub struct RunOptions {
     pub trigger: Trigger,
     /// The id of a new run; default [`new_run_id`].
     pub run_id: Option<String>,
+    /// `--full`: a `changes` or `mirror` export sends every member, not only the changes.
+    pub full: bool,
+    /// `--allow-removals N`: mirror may remove this many past `max-removals`, this run.
+    pub allow_removals: u64,
 }
 
 impl Default for RunOptions {
@@ -38,6 +42,8 @@ impl Default for RunOptions {
             resume: false,
             trigger: Trigger::default(),
             run_id: None,
+            full: false,
+            allow_removals: 0,
         }
     }
 }

@@ -1,18 +1,22 @@
 //! `plan` and `validate`: everything a run does but sending.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
 
 use super::error::ExportError;
+use super::options::RunOptions;
 use super::preflight::check_cap;
-use super::progress::{Progress, ProgressMode};
+use super::progress::Progress;
 use super::scan::Scan;
+use super::tracking::{self, Tracking};
 use crate::campaign_monitor::ImportSubscriber;
 use crate::config::Pipeline;
 use crate::engine::{self, OnEngine};
-use crate::members::{Extractor, RejectReason, mask};
+use crate::members::{Change, Extractor, RejectReason, mask};
 use crate::segment::{self, SegmentError, segment_frame};
+use crate::state;
+use crate::sync::Verdict;
 
 const SAMPLES: usize = 5;
 
@@ -32,7 +36,37 @@ pub struct Plan {
     pub rejected: BTreeMap<&'static str, u64>,
     pub batches: u64,
     pub max_profiles: u64,
-    /// A few members, addresses masked.
+    /// A few members that would be sent, addresses masked.
+    pub samples: Vec<String>,
+    /// `upsert`, `changes` or `mirror`.
+    pub mode: &'static str,
+    /// For `changes` and `mirror`: the diff against what the export has on the list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<PlanDiff>,
+}
+
+/// What a `changes` or `mirror` run would do.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanDiff {
+    /// Why every member would be sent, when they would.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub full_sync: Option<String>,
+    pub to_add: u64,
+    pub to_update: u64,
+    pub unchanged: u64,
+    /// Mirror: members who left the segment, the most the guard allows, and its verdict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub removals: Option<PlanRemovals>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanRemovals {
+    pub to_remove: u64,
+    pub bound: u64,
+    /// `None` when the run would remove them; else why it would refuse (and send nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    /// A few of them, masked.
     pub samples: Vec<String>,
 }
 
@@ -56,6 +90,27 @@ impl Plan {
         ));
         let rejected: Vec<String> = self.rejected.iter().map(|(k, v)| format!("{k} {v}")).collect();
         lines.push(format!("  rejected: {}", rejected.join(", ")));
+        if let Some(diff) = &self.diff {
+            lines.push(format!(
+                "  mode {}: to add {}, to update {}, unchanged {}",
+                self.mode, diff.to_add, diff.to_update, diff.unchanged
+            ));
+            if let Some(why) = &diff.full_sync {
+                lines.push(format!("  would send every member: {why}"));
+            }
+            if let Some(removals) = &diff.removals {
+                lines.push(match &removals.refused {
+                    None => format!(
+                        "  to remove {} (at most {} this run): would remove them",
+                        removals.to_remove, removals.bound
+                    ),
+                    Some(why) => format!("  to remove {}: REFUSED: {why}", removals.to_remove),
+                });
+                for sample in &removals.samples {
+                    lines.push(format!("  sample removal: {sample}"));
+                }
+            }
+        }
         for sample in &self.samples {
             lines.push(format!("  sample: {sample}"));
         }
@@ -64,11 +119,14 @@ impl Plan {
     }
 }
 
-/// Counts, rejects and samples of an export, without sending a member.
-pub async fn plan(pipeline: &Pipeline, progress: ProgressMode) -> Result<Plan, ExportError> {
+/// Counts, rejects and samples of an export, and for `changes` and `mirror` the diff
+/// against what it has on the list, without sending a member. Of `options`, it reads the
+/// progress display, the state folder, `full` and `allow_removals`.
+pub async fn plan(pipeline: &Pipeline, options: &RunOptions) -> Result<Plan, ExportError> {
     let owned = pipeline.clone();
-    let (query, segments, rows_expected) = engine::run(async move {
-        let query = segment::prepare(&owned).await?;
+    let run_options = options.clone();
+    let (query, segments, rows_expected, tracking) = engine::run(async move {
+        let mut query = segment::prepare(&owned).await?;
         let mut segments = BTreeMap::new();
         for segment in &owned.segments {
             let frame = segment_frame(&query.ctx, &segment.name).await?;
@@ -76,17 +134,22 @@ pub async fn plan(pipeline: &Pipeline, progress: ProgressMode) -> Result<Plan, E
             segments.insert(segment.name.clone(), rows as u64);
         }
         let rows_expected = check_cap(&query, owned.options.max_profiles).await?;
-        Ok::<_, ExportError>((OnEngine::new(query), segments, rows_expected))
+        let state_dir = run_options
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| state::default_dir(owned.dir()));
+        let tracking = tracking::prepare(&mut query, &owned, &state_dir, &run_options, rows_expected, &HashSet::new()).await?;
+        Ok::<_, ExportError>((OnEngine::new(query), segments, rows_expected, tracking))
     })
     .await?;
     let source_files = query.get().snapshot.files.len();
-    let progress = Progress::start(progress, rows_expected, &pipeline.name);
+    let progress = Progress::start(options.progress, rows_expected, &pipeline.name);
     let extractor = Extractor::new(query.get().layout.clone());
     let rows = engine::stream(query, |query| query.export.clone());
     let mut scan = Scan::new(rows, extractor, progress.counters.clone());
     let mut samples = Vec::new();
-    let mut keep = |member: ImportSubscriber| {
-        if samples.len() < SAMPLES {
+    let mut keep = |member: ImportSubscriber, change: Change| {
+        if samples.len() < SAMPLES && change != Change::Unchanged {
             samples.push(sample(&member));
         }
     };
@@ -110,10 +173,30 @@ pub async fn plan(pipeline: &Pipeline, progress: ProgressMode) -> Result<Plan, E
             (RejectReason::InvalidField.as_str(), rows.invalid_field),
             ("duplicate", rows.duplicate),
         ]),
-        batches: rows.unique.div_ceil(batch_size),
+        batches: (rows.unique - rows.unchanged).div_ceil(batch_size),
         max_profiles: pipeline.options.max_profiles,
         samples,
+        mode: pipeline.destination.mode.as_str(),
+        diff: tracking.map(|t| diff(&t, &rows)),
     })
+}
+
+fn diff(tracking: &Tracking, rows: &crate::members::RowCounts) -> PlanDiff {
+    PlanDiff {
+        full_sync: tracking.full_sync.clone(),
+        to_add: rows.new_members(),
+        to_update: rows.changed,
+        unchanged: rows.unchanged,
+        removals: matches!(tracking.mode, crate::config::Mode::Mirror(_)).then(|| PlanRemovals {
+            to_remove: tracking.leaving_total,
+            bound: tracking.bound,
+            refused: match &tracking.verdict {
+                Verdict::Remove => None,
+                Verdict::Refuse(why) => Some(why.clone()),
+            },
+            samples: tracking.leaving.iter().take(SAMPLES).map(|key| mask(key)).collect(),
+        }),
+    }
 }
 
 /// A member as `plan` shows it: the address masked.

@@ -2,14 +2,16 @@
 //!
 //! ```text
 //! lock --> preflight (SQL, API, cap) --> checkpoint (fingerprint, journal)
+//!   --> tracking (changes/mirror: diff against the synced state, removal guard)
 //!   --> batcher (scan, extract, dedupe, cut) --channel--> dispatcher (gate, retries, journal)
-//!   --> tally (counts + rejects) --> report + history
+//!   --> remover (mirror) --> tally (counts + rejects) --> synced state --> report + history
 //! ```
 //!
 //! Each stage is its own file; this one only strings them together and turns how they ended
 //! into the run's status. Whatever way a run ends after its checkpoint is open, the journal
 //! is synced, the rejects file closed and the report's counts are true.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,15 +26,18 @@ use super::error::ExportError;
 use super::options::{RunOptions, StopReason, now_rfc3339};
 use super::preflight::{self, Ready};
 use super::progress::Progress;
+use super::remove::Remover;
 use super::scan::Scan;
 use super::send::Sender;
 use super::tally::{Rejects, Tally};
+use super::tracking::{self, Tracking};
 use crate::campaign_monitor::Credentials;
-use crate::config::{Connection, Pipeline};
-use crate::engine;
+use crate::config::{Connection, Mode, Pipeline};
+use crate::engine::{self, OnEngine};
 use crate::error_text::{chain, mask_addresses};
 use crate::members::Extractor;
-use crate::state::{self, Fingerprint, History, HistoryEntry, Report, RunState, RunStatus, SendsTo};
+use crate::sync::Verdict;
+use crate::state::{self, Dropped, Fingerprint, History, HistoryEntry, Report, RunState, RunStatus, SendsTo};
 
 /// Runs the export under its lock, writes its report and records it in the history.
 /// `credentials` default to the connection's own, read where `connections.toml` says they
@@ -76,6 +81,7 @@ fn new_report(pipeline: &Pipeline, connection: &Connection, place: &Place, optio
         list_id: pipeline.destination.list_id.clone(),
         segments: pipeline.destination.segments.clone(),
         sandbox: options.sandbox,
+        mode: pipeline.destination.mode.as_str().to_owned(),
         resumed: place.resumed.is_some(),
         started_at: now_rfc3339(),
         report_file: place.reports.last().cloned(),
@@ -167,18 +173,40 @@ async fn execute(
     for batch in &checkpoint.earlier.batches {
         tally.replay(batch);
     }
+    for dropped in &checkpoint.earlier.dropped {
+        tally.replay_dropped(dropped);
+    }
     tally.resending(checkpoint.earlier.unanswered_members);
-    let sent = send(pipeline, options, ready, &mut checkpoint, &mut tally, stop).await;
+    let (sent, tracking) = match track(pipeline, options, place, ready, &checkpoint).await {
+        Ok((ready, tracking)) => {
+            report.full_sync = tracking.as_ref().and_then(|t| t.full_sync.clone());
+            let sent = send(pipeline, options, ready, &mut checkpoint, &mut tally, tracking.as_ref(), stop).await;
+            (sent, tracking)
+        }
+        Err(error) => (Err(error), None),
+    };
     let synced = checkpoint
         .journal
         .sync()
         .map_err(|e| ExportError::from(state::StateError::from(e)));
+    // Whatever way the run ended, what it got accepted enters the synced state now; a
+    // journal that could not be synced is not read for it.
+    let saved = match (&tracking, &synced) {
+        (Some(tracking), Ok(())) => tracking
+            .save(&place.run_dir.join(state::JOURNAL_FILE))
+            .await
+            .map(|members| report.synced_members = Some(members)),
+        _ => Ok(()),
+    };
     let closed = tally.close(report).map_err(ExportError::from);
     // Every failure is told; a journal that could not be written outranks the others.
-    match (sent, synced, closed) {
-        (Ok(stop), Ok(()), Ok(())) => Ok(stop),
-        (sent, synced, closed) => {
-            let mut errors: Vec<ExportError> = [sent.err(), synced.err(), closed.err()].into_iter().flatten().collect();
+    match (sent, synced, saved, closed) {
+        (Ok(stop), Ok(()), Ok(()), Ok(())) => Ok(stop),
+        (sent, synced, saved, closed) => {
+            let mut errors: Vec<ExportError> = [sent.err(), synced.err(), saved.err(), closed.err()]
+                .into_iter()
+                .flatten()
+                .collect();
             errors.sort_by_key(|e| !matches!(e, ExportError::State(_)));
             for later in &errors[1..] {
                 tracing::error!("also: {}", mask_addresses(&chain(later)));
@@ -188,6 +216,49 @@ async fn execute(
     }
 }
 
+/// The tracking stage, on the engine where the query lives: `None` for `upsert`.
+async fn track(
+    pipeline: &Pipeline,
+    options: &RunOptions,
+    place: &Place,
+    ready: Ready,
+    checkpoint: &Checkpoint,
+) -> Result<(Ready, Option<Tracking>), ExportError> {
+    if !pipeline.destination.mode.tracks() {
+        return Ok((ready, None));
+    }
+    let done: HashSet<String> = checkpoint
+        .earlier
+        .dropped
+        .iter()
+        .map(|d| match d {
+            Dropped::Removed(key) | Dropped::Gone(key) => key.clone(),
+        })
+        .collect();
+    let Ready {
+        query,
+        client,
+        rows_expected,
+    } = ready;
+    let (pipeline, options, state_dir) = (pipeline.clone(), options.clone(), place.state_dir.clone());
+    let (query, tracking) = engine::run(async move {
+        let mut query = query.into_inner();
+        let tracking = tracking::prepare(&mut query, &pipeline, &state_dir, &options, rows_expected, &done).await;
+        (OnEngine::new(query), tracking)
+    })
+    .await;
+    let tracking = tracking?;
+    if let Some(Verdict::Refuse(why)) = tracking.as_ref().map(|t| &t.verdict) {
+        return Err(ExportError::RemovalsRefused(why.clone()));
+    }
+    let ready = Ready {
+        query,
+        client,
+        rows_expected,
+    };
+    Ok((ready, tracking))
+}
+
 /// The batcher in its own task, the dispatcher here, joined by a channel of batches.
 async fn send(
     pipeline: &Pipeline,
@@ -195,8 +266,10 @@ async fn send(
     ready: Ready,
     checkpoint: &mut Checkpoint,
     tally: &mut Tally,
+    tracking: Option<&Tracking>,
     stop: impl Future<Output = StopReason>,
 ) -> Result<Stop, ExportError> {
+    tokio::pin!(stop);
     let Ready {
         query,
         client,
@@ -213,30 +286,57 @@ async fn send(
     let extractor = Extractor::new(query.get().layout.clone());
     let rows = engine::stream(query, |query| query.export.clone());
     let batching = tokio::spawn(batcher.run(Scan::new(rows, extractor, progress.counters.clone()), batches));
-    let sender = Sender::new(
+    let sender = Arc::new(Sender::new(
         Arc::new(client),
         pipeline.destination.list_id.clone(),
         pipeline.options.resubscribe,
         options.backoff,
-    );
+    ));
+    let mut limit = Concurrency::new(concurrency);
     let dispatched = Dispatcher {
-        sender: Arc::new(sender),
-        limit: Concurrency::new(concurrency),
+        sender: sender.clone(),
+        limit: &mut limit,
         journal: &mut checkpoint.journal,
         tally,
         counters: progress.counters.clone(),
         next_batch: checkpoint.earlier.next_batch,
+        fingerprints: tracking.is_some(),
     }
-    .run(taken, stop)
+    .run(taken, &mut stop)
     .await;
     let batched = batching
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     progress.finish();
     tally.batched(&batched.rows, batched.not_sent);
-    match (dispatched, batched.error) {
-        (Dispatched::Failed(error), _) | (_, Some(error)) => Err(error),
-        (Dispatched::Stopped(reason), None) => Ok(Stop::Early(reason)),
-        (Dispatched::Finished, None) => Ok(Stop::Finished),
+    let dispatched = match (dispatched, batched.error) {
+        (Dispatched::Failed(error), _) | (_, Some(error)) => return Err(error),
+        (dispatched, None) => dispatched,
+    };
+    // Removals only after every member of the segment was sent: a run that stopped early
+    // leaves them to the next.
+    let removals = match (dispatched, tracking) {
+        (Dispatched::Finished, Some(tracking)) if !tracking.leaving.is_empty() => {
+            let Mode::Mirror(how) = tracking.mode else {
+                unreachable!("only mirror finds members to remove")
+            };
+            tracing::info!(members = tracking.leaving.len(), "removing members who left the segment");
+            Remover {
+                sender,
+                how,
+                limit: &mut limit,
+                journal: &mut checkpoint.journal,
+                tally,
+            }
+            .run(tracking.leaving.clone(), &mut stop)
+            .await
+        }
+        (dispatched, _) => dispatched,
+    };
+    tally.concurrency_at_end(limit.current());
+    match removals {
+        Dispatched::Failed(error) => Err(error),
+        Dispatched::Stopped(reason) => Ok(Stop::Early(reason)),
+        Dispatched::Finished => Ok(Stop::Finished),
     }
 }

@@ -11,7 +11,7 @@ use futures::{Stream, StreamExt};
 use super::error::ExportError;
 use super::progress::Counters;
 use crate::campaign_monitor::ImportSubscriber;
-use crate::members::{Extractor, Reject, RowCounts};
+use crate::members::{Change, Extractor, Reject, RowCounts};
 
 pub struct Scan<S> {
     rows: S,
@@ -31,11 +31,12 @@ impl<S: Stream<Item = Result<RecordBatch, DataFusionError>> + Unpin> Scan<S> {
         }
     }
 
-    /// Sorts the next record batch: members to `member`, rejected rows to `reject`.
+    /// Sorts the next record batch: members to `member` (with how they stand against the
+    /// synced state), rejected rows to `reject`.
     /// `None` at the end of the query.
     pub async fn next(
         &mut self,
-        member: impl FnMut(ImportSubscriber),
+        member: impl FnMut(ImportSubscriber, Change),
         reject: impl FnMut(Reject),
     ) -> Option<Result<(), ExportError>> {
         let read = self.rows.next().await?;

@@ -1,5 +1,6 @@
-//! Sends one batch until it is accepted, refused for good, or out of retries: the shared
-//! retry loop (`crate::retry`), with the rate gate around every request.
+//! Sends one batch until it is accepted, refused for good, or out of retries, and takes one
+//! member off the list (mirror): the shared retry loop (`crate::retry`), with the rate gate
+//! around every request.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -7,8 +8,11 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::gate::RateGate;
-use crate::campaign_monitor::types::{ImportFailure, ImportResult};
-use crate::campaign_monitor::{ApiFailure, Class, Client, ImportBatch, classify};
+use crate::campaign_monitor::types::{ImportFailure, ImportResult, SubscriberDetails};
+use crate::campaign_monitor::{
+    ApiFailure, Class, Client, ImportBatch, MemberCall, Response, TransportError, classify,
+};
+use crate::config::Removal;
 use crate::retry::{Attempt, Backoff, retry};
 
 /// How a batch ended.
@@ -118,14 +122,89 @@ impl Sender {
         }
     }
 
-    /// One request through the gate, and what its answer means.
+    /// One import attempt, and what its answer means.
     async fn attempt(&self, body: Bytes, tries: &Mutex<Tries>) -> Attempt<Delivery, Failure> {
+        let request = self.client.import_body(&self.list_id, body);
+        self.through_gate(tries, request).await.and_then(|answer| match answer {
+            Answer::Ok(body) => read_accepted(body),
+            Answer::Partial(result) => Ok(accepted(result)),
+            Answer::Refused(failure) => Err(Failure::Refused(failure)),
+        })
+    }
+
+    /// Takes the member keyed `key` off the list, unless it left on its own: its details
+    /// first (only an active or unconfirmed member is removed), then the removal.
+    pub async fn remove(&self, key: &str, how: Removal) -> Removed {
+        let tries = Mutex::new(Tries::default());
+        let state = retry(&self.backoff, || self.member_call(key, MemberCall::Details, &tries)).await;
+        let outcome = match state {
+            Ok(body) => match serde_json::from_slice::<SubscriberDetails>(&body) {
+                Ok(details) if matches!(details.state.as_str(), "Active" | "Unconfirmed") => {
+                    let which = match how {
+                        Removal::Delete => MemberCall::Delete,
+                        Removal::Unsubscribe => MemberCall::Unsubscribe,
+                    };
+                    match retry(&self.backoff, || self.member_call(key, which, &tries)).await {
+                        Ok(_) => RemovalOutcome::Removed,
+                        Err(failure) => self.removal_failure(failure),
+                    }
+                }
+                Ok(details) => RemovalOutcome::Gone(details.state),
+                Err(e) => RemovalOutcome::Failed(ApiFailure {
+                    status: 200,
+                    code: 0,
+                    message: format!("the subscriber's details could not be read: {e}"),
+                }),
+            },
+            Err(failure) => self.removal_failure(failure),
+        };
+        let tries = tries.into_inner().unwrap_or_else(|p| p.into_inner());
+        Removed {
+            outcome,
+            requests: tries.requests,
+            rate_limited: tries.rate_limited,
+            latency: tries.latency,
+        }
+    }
+
+    fn removal_failure(&self, failure: Failure) -> RemovalOutcome {
+        match failure {
+            Failure::Refused(failure) if failure.code == NOT_IN_LIST => RemovalOutcome::Gone("not in the list".to_owned()),
+            Failure::Refused(failure) => RemovalOutcome::Failed(failure),
+            Failure::Busy { status, reason } => RemovalOutcome::Failed(ApiFailure {
+                status,
+                code: if status == 429 { 429 } else { 0 },
+                message: format!("gave up: {reason}"),
+            }),
+        }
+    }
+
+    async fn member_call(&self, key: &str, which: MemberCall, tries: &Mutex<Tries>) -> Attempt<Bytes, Failure> {
+        let request = self.client.member_request(&self.list_id, key, which);
+        self.through_gate(tries, request).await.and_then(|answer| match answer {
+            Answer::Ok(body) => Ok(body),
+            Answer::Partial(_) => Err(Failure::Refused(ApiFailure {
+                status: 400,
+                code: 210,
+                message: "an import answer to a subscriber call".to_owned(),
+            })),
+            Answer::Refused(failure) => Err(Failure::Refused(failure)),
+        })
+    }
+
+    /// One request through the gate: its answer when it is final, a retry when the API is
+    /// busy (a 429 pauses everyone, not only this request).
+    async fn through_gate(
+        &self,
+        tries: &Mutex<Tries>,
+        request: impl std::future::Future<Output = Result<Response, TransportError>>,
+    ) -> Attempt<Answer, Failure> {
         let tally = |change: &dyn Fn(&mut Tries)| change(&mut tries.lock().unwrap_or_else(|p| p.into_inner()));
-        // A retry of a request whose answer was lost may import the batch twice.
+        // A retry of a request whose answer was lost may apply it twice.
         tally(&|t| t.resent += u64::from(t.maybe_landed));
         self.gate.acquire().await;
         let started = tokio::time::Instant::now();
-        let outcome = self.client.import_body(&self.list_id, body).await;
+        let outcome = request.await;
         let took = started.elapsed();
         self.gate.observe(outcome.as_ref().ok().map(|r| &r.rate_limit));
         tally(&|t| {
@@ -134,9 +213,9 @@ impl Sender {
         });
         let status = outcome.as_ref().map_or(0, |r| r.status);
         match classify(&outcome) {
-            Class::Success => Attempt::Done(read_accepted(outcome.map(|r| r.body).unwrap_or_default())),
-            Class::PartialFailure(result) => Attempt::Done(Ok(accepted(result))),
-            Class::Permanent(failure) => Attempt::Done(Err(Failure::Refused(failure))),
+            Class::Success => Attempt::Done(Ok(Answer::Ok(outcome.map(|r| r.body).unwrap_or_default()))),
+            Class::PartialFailure(result) => Attempt::Done(Ok(Answer::Partial(result))),
+            Class::Permanent(failure) => Attempt::Done(Ok(Answer::Refused(failure))),
             Class::Retryable {
                 wait,
                 maybe_applied,
@@ -145,7 +224,6 @@ impl Sender {
                 tally(&|t| t.maybe_landed |= maybe_applied);
                 if status == 429 {
                     tally(&|t| t.rate_limited += 1);
-                    // Everyone waits for the window, not only this batch.
                     let pause = wait.map_or(self.backoff.ceiling(1), |w| w.min(self.backoff.max_rate_limit_wait));
                     self.gate.pause(pause);
                 }
@@ -156,6 +234,35 @@ impl Sender {
             }
         }
     }
+}
+
+/// `Subscriber not in list or has already been removed.`
+const NOT_IN_LIST: i64 = 203;
+
+/// A final answer, before the caller reads it.
+enum Answer {
+    Ok(Bytes),
+    Partial(ImportResult),
+    Refused(ApiFailure),
+}
+
+/// How one removal ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemovalOutcome {
+    Removed,
+    /// The member had left on its own (its state), or was not on the list: not touched.
+    Gone(String),
+    /// The API refused, or stayed busy past the retries: the member stays in the state and
+    /// is tried again next run.
+    Failed(ApiFailure),
+}
+
+#[derive(Debug)]
+pub struct Removed {
+    pub outcome: RemovalOutcome,
+    pub requests: u64,
+    pub rate_limited: u64,
+    pub latency: Duration,
 }
 
 fn read_accepted(body: Bytes) -> Result<Delivery, Failure> {

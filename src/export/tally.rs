@@ -11,7 +11,9 @@ use super::send::Sent;
 use crate::campaign_monitor::ImportSubscriber;
 use crate::campaign_monitor::types::ImportFailure;
 use crate::members::{Reject, RejectReason, RowCounts};
-use crate::state::{Accepted, Report};
+use super::send::RemovalOutcome;
+use crate::campaign_monitor::ApiFailure;
+use crate::state::{Accepted, Dropped, Report};
 
 /// The rejects file, shared by the batcher (rows it cannot send) and the dispatcher (rows
 /// the API refused). A write error is kept and returned by [`Rejects::close`], never lost.
@@ -92,6 +94,9 @@ pub struct Tally {
     /// API failure code -> rows.
     api: BTreeMap<i64, u64>,
     concurrency_at_end: u64,
+    removed: u64,
+    already_gone: u64,
+    removal_failures: u64,
 }
 
 impl Tally {
@@ -109,6 +114,9 @@ impl Tally {
             not_sent: 0,
             api: BTreeMap::new(),
             concurrency_at_end: 0,
+            removed: 0,
+            already_gone: 0,
+            removal_failures: 0,
         }
     }
 
@@ -120,6 +128,31 @@ impl Tally {
     /// again (the rejects file is per attempt).
     pub fn replay(&mut self, batch: &Accepted) {
         self.accepted(batch.new, batch.existing, &batch.failures);
+    }
+
+    /// A removal an earlier attempt made (or found done).
+    pub fn replay_dropped(&mut self, dropped: &Dropped) {
+        match dropped {
+            Dropped::Removed(_) => self.removed += 1,
+            Dropped::Gone(_) => self.already_gone += 1,
+        }
+    }
+
+    /// One removal's requests and outcome.
+    pub fn removal(&mut self, key: &str, requests: u64, outcome: &RemovalOutcome) {
+        self.requests += requests;
+        self.retries += requests.saturating_sub(1);
+        match outcome {
+            RemovalOutcome::Removed => self.removed += 1,
+            RemovalOutcome::Gone(_) => self.already_gone += 1,
+            RemovalOutcome::Failed(ApiFailure { code, message, .. }) => {
+                self.removal_failures += 1;
+                let mut reject = Reject::new(Some(key), RejectReason::RemovalFailed);
+                reject.code = Some(*code);
+                reject.message = Some(message.clone());
+                self.rejects.push(reject);
+            }
+        }
     }
 
     /// Members an earlier attempt sent without seeing the answer: this attempt sends them
@@ -191,6 +224,9 @@ impl Tally {
         report.rejected.api = self.api;
         report.rejected.not_sent = self.not_sent;
         report.concurrency_at_end = self.concurrency_at_end;
+        report.members_removed = self.removed;
+        report.members_already_gone = self.already_gone;
+        report.removal_failures = self.removal_failures;
         report.rejects_file = Some(self.rejects.path());
         self.rejects.close()
     }
@@ -235,6 +271,7 @@ mod tests {
                 code: 206,
                 message: "Unsubscribed".into(),
             }],
+            fingerprints: vec![],
         };
         tally.replay(&earlier);
         tally.resending(5);

@@ -8,6 +8,10 @@ pub enum EmailProblem {
     Invalid,
 }
 
+/// Every character `str::trim` removes (Unicode `White_Space`): SQL that must find the same
+/// address as [`normalise`] trims exactly these (`btrim(email, WHITESPACE)`).
+pub const WHITESPACE: &str = "\t\n\u{b}\u{c}\r \u{85}\u{a0}\u{1680}\u{2000}\u{2001}\u{2002}\u{2003}\u{2004}\u{2005}\u{2006}\u{2007}\u{2008}\u{2009}\u{200a}\u{2028}\u{2029}\u{202f}\u{205f}\u{3000}";
+
 /// Trims `raw` and checks it. On success returns the trimmed address (original case).
 ///
 /// Valid means: ASCII only, no whitespace or control characters, exactly one `@`, a local
@@ -75,6 +79,15 @@ pub fn mask(email: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whitespace_is_what_trim_removes() {
+        let trimmed: Vec<char> = (0..=0x10ffff_u32)
+            .filter_map(char::from_u32)
+            .filter(|c| c.to_string().trim().is_empty())
+            .collect();
+        assert_eq!(WHITESPACE.chars().collect::<Vec<_>>(), trimmed);
+    }
 
     #[test]
     fn valid_addresses() {

@@ -2,7 +2,10 @@
 //! validate the address, check field values, dedupe. The hot path: no per-row allocation
 //! but for the members that survive.
 
-use datafusion::arrow::array::{Array, ArrayRef, LargeStringArray, RecordBatch, StringArray, StringViewArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, LargeStringArray, RecordBatch, StringArray, StringViewArray,
+};
+use datafusion::arrow::datatypes::UInt64Type;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::error::ArrowError;
@@ -10,6 +13,7 @@ use datafusion::arrow::error::ArrowError;
 use super::dedupe::Dedupe;
 use super::email::{EmailProblem, normalise};
 use super::reject::{Reject, RejectReason};
+use super::values::fingerprint;
 use crate::campaign_monitor::{ConsentToTrack, ImportField, ImportSubscriber};
 
 /// Longest custom field value the API takes.
@@ -25,6 +29,20 @@ pub struct Layout {
     pub consent_default: ConsentToTrack,
     /// `(Campaign Monitor key, source column name, index)`.
     pub fields: Vec<(String, String, usize)>,
+    /// The fingerprint the synced state holds for the row's address (UInt64, null when the
+    /// export never had it accepted); `None` when the run does not diff.
+    pub synced: Option<usize>,
+}
+
+/// How a member stands against what this export last had accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Not in the synced state (or the run does not diff).
+    New,
+    /// In the state, with other mapped values.
+    Changed,
+    /// In the state with the same values: nothing to send.
+    Unchanged,
 }
 
 impl Layout {
@@ -45,6 +63,10 @@ pub struct RowCounts {
     pub missing_email: u64,
     pub invalid_email: u64,
     pub invalid_field: u64,
+    /// Of the unique members, those the synced state has with other values...
+    pub changed: u64,
+    /// ... and with the same values.
+    pub unchanged: u64,
 }
 
 impl RowCounts {
@@ -55,6 +77,13 @@ impl RowCounts {
         self.missing_email += other.missing_email;
         self.invalid_email += other.invalid_email;
         self.invalid_field += other.invalid_field;
+        self.changed += other.changed;
+        self.unchanged += other.unchanged;
+    }
+
+    /// Unique members the synced state does not have.
+    pub fn new_members(&self) -> u64 {
+        self.unique - self.changed - self.unchanged
     }
 }
 
@@ -133,12 +162,12 @@ impl Extractor {
         self.dedupe.len()
     }
 
-    /// Reads one batch. Members go to `member` in row order; rows that cannot be sent go to
-    /// `reject` (duplicates are only counted).
+    /// Reads one batch. Members go to `member` in row order, with how they stand against
+    /// the synced state; rows that cannot be sent go to `reject` (duplicates are only counted).
     pub fn extract(
         &mut self,
         batch: &RecordBatch,
-        mut member: impl FnMut(ImportSubscriber),
+        mut member: impl FnMut(ImportSubscriber, Change),
         mut reject: impl FnMut(Reject),
     ) -> Result<RowCounts, ArrowError> {
         let layout = &self.layout;
@@ -154,6 +183,15 @@ impl Extractor {
             .map(|(_, _, i)| plain(batch.column(*i)))
             .collect::<Result<Vec<_>, _>>()?;
         let fields: Vec<Strings<'_>> = field_arrays.iter().map(strings).collect();
+        let synced = match layout.synced {
+            Some(i) => Some(batch.column(i).as_primitive_opt::<UInt64Type>().ok_or_else(|| {
+                ArrowError::SchemaError(format!(
+                    "the synced fingerprint column is {}, not UInt64",
+                    batch.column(i).data_type()
+                ))
+            })?),
+            None => None,
+        };
 
         let mut counts = RowCounts {
             rows: batch.num_rows() as u64,
@@ -222,12 +260,24 @@ impl Extractor {
                     })
                 })
                 .collect();
-            member(ImportSubscriber {
+            let found = ImportSubscriber {
                 email_address: email.to_owned(),
                 name: names.as_ref().and_then(|n| n.get(row)).map(str::to_owned),
                 custom_fields,
                 consent_to_track: consent,
-            });
+            };
+            let change = match synced.filter(|s| s.is_valid(row)).map(|s| s.value(row)) {
+                None => Change::New,
+                Some(then) if then == fingerprint(&found) => {
+                    counts.unchanged += 1;
+                    Change::Unchanged
+                }
+                Some(_) => {
+                    counts.changed += 1;
+                    Change::Changed
+                }
+            };
+            member(found, change);
         }
         Ok(counts)
     }
@@ -255,6 +305,7 @@ mod tests {
             consent: None,
             consent_default: ConsentToTrack::Yes,
             fields: vec![("City".into(), "city".into(), 1)],
+            synced: None,
         }
     }
 
@@ -274,7 +325,7 @@ mod tests {
         let mut extractor = Extractor::new(layout());
         let (mut members, mut rejects) = (vec![], vec![]);
         let counts = extractor
-            .extract(&batch(emails, cities), |m| members.push(m), |r| rejects.push(r))
+            .extract(&batch(emails, cities), |m, _| members.push(m), |r| rejects.push(r))
             .unwrap();
         assert_eq!(
             counts,
@@ -284,7 +335,8 @@ mod tests {
                 duplicate: 1,
                 missing_email: 2,
                 invalid_email: 1,
-                invalid_field: 1
+                invalid_field: 1,
+                ..RowCounts::default()
             }
         );
         assert_eq!(members[0].email_address, "Jane@Example.com");
@@ -315,7 +367,7 @@ mod tests {
         ] {
             let mut extractor = Extractor::new(layout());
             let counts = extractor
-                .extract(&batch(emails, vec![None, None, None]), |_| {}, |_| {})
+                .extract(&batch(emails, vec![None, None, None]), |_, _| {}, |_| {})
                 .unwrap();
             assert_eq!((counts.unique, counts.duplicate), (2, 1));
         }
@@ -324,5 +376,42 @@ mod tests {
             Box::new(DataType::LargeUtf8)
         )));
         assert!(!is_string_type(&DataType::Int64));
+    }
+
+    #[test]
+    fn members_are_new_changed_or_unchanged_against_the_synced_state() {
+        use datafusion::arrow::array::UInt64Array;
+        let emails = Arc::new(StringArray::from(vec!["a@x.com", "b@x.com", "c@x.com", "C@x.com"])) as ArrayRef;
+        let cities = vec![Some("Cluj"), Some("Cluj"), Some("Iasi"), Some("Iasi")];
+        let same = |city: &str| {
+            fingerprint(&ImportSubscriber {
+                email_address: String::new(),
+                name: None,
+                custom_fields: vec![ImportField {
+                    key: "City".into(),
+                    value: city.into(),
+                }],
+                consent_to_track: ConsentToTrack::Yes,
+            })
+        };
+        let synced = UInt64Array::from(vec![None, Some(same("Cluj")), Some(same("Cluj")), Some(same("Cluj"))]);
+        let mut columns = batch(emails, cities).columns().to_vec();
+        columns.push(Arc::new(synced));
+        let rows = RecordBatch::try_from_iter(["email", "city", "synced"].into_iter().zip(columns)).unwrap();
+        let mut extractor = Extractor::new(Layout {
+            synced: Some(2),
+            ..layout()
+        });
+        let mut changes = vec![];
+        let counts = extractor.extract(&rows, |m, c| changes.push((m.email_address, c)), |_| {}).unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                ("a@x.com".to_owned(), Change::New),
+                ("b@x.com".to_owned(), Change::Unchanged),
+                ("c@x.com".to_owned(), Change::Changed),
+            ]
+        );
+        assert_eq!((counts.unique, counts.new_members(), counts.changed, counts.unchanged, counts.duplicate), (3, 1, 1, 1, 1));
     }
 }

@@ -5,8 +5,10 @@ mod dedupe;
 mod email;
 mod extract;
 mod reject;
+mod values;
 
 pub use dedupe::Dedupe;
-pub use email::{EmailProblem, mask, normalise};
-pub use extract::{Extractor, Layout, MAX_FIELD_CHARS, RowCounts, is_string_type};
+pub use email::{EmailProblem, WHITESPACE, mask, normalise};
+pub use extract::{Change, Extractor, Layout, MAX_FIELD_CHARS, RowCounts, is_string_type};
 pub use reject::{Reject, RejectReason};
+pub use values::fingerprint;

@@ -12,6 +12,8 @@ pub enum RejectReason {
     Api,
     /// The run stopped before the row's batch was accepted.
     NotSent,
+    /// Mirror could not take the member off the list (the API's code and message).
+    RemovalFailed,
 }
 
 impl RejectReason {
@@ -22,6 +24,7 @@ impl RejectReason {
             Self::InvalidField => "invalid_field",
             Self::Api => "api",
             Self::NotSent => "not_sent",
+            Self::RemovalFailed => "removal_failed",
         }
     }
 }

@@ -272,6 +272,7 @@ async fn export_query(ctx: &SessionContext, pipeline: &Pipeline) -> Result<(Data
                 Consent::Column(_) => crate::campaign_monitor::ConsentToTrack::Unchanged,
             },
             fields,
+            synced: None,
         });
     }
     match (union, layout) {

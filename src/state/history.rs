@@ -39,6 +39,12 @@ pub struct HistoryEntry {
     pub duration_seconds: f64,
     pub rows_matched: u64,
     pub members_sent: u64,
+    /// Members a `changes` or `mirror` run did not send because they had not changed.
+    #[serde(default)]
+    pub members_unchanged: u64,
+    /// Members a `mirror` run took off the list.
+    #[serde(default)]
+    pub members_removed: u64,
     pub rejected_rows: u64,
     /// None for a run skipped before it began.
     pub report: Option<PathBuf>,
@@ -59,6 +65,8 @@ impl HistoryEntry {
             duration_seconds: report.duration_seconds,
             rows_matched: report.rows_matched,
             members_sent: report.members_sent,
+            members_unchanged: report.members_unchanged,
+            members_removed: report.members_removed,
             rejected_rows: report.rejected_rows(),
             report: report.report_file.clone(),
             message: report.error.clone(),
@@ -84,6 +92,8 @@ impl HistoryEntry {
             duration_seconds: 0.0,
             rows_matched: 0,
             members_sent: 0,
+            members_unchanged: 0,
+            members_removed: 0,
             rejected_rows: 0,
             report: None,
             message: Some(why),
@@ -264,6 +274,8 @@ mod tests {
             duration_seconds: 1.5,
             rows_matched: 10,
             members_sent: 9,
+            members_unchanged: 0,
+            members_removed: 0,
             rejected_rows: 1,
             report: None,
             message: None,

@@ -4,7 +4,12 @@
 //! - `{"sending":N,"members":M}` before batch `N` leaves, so a later attempt knows how many
 //!   members may have landed without an answer;
 //! - `{"batch":N,"new":..,"existing":..,"emails":[..],"failures":[..]}` once the API accepted it;
-//! - `{"refused":N}` once the API refused it for good (its members did not land).
+//! - `{"refused":N}` once the API refused it for good (its members did not land);
+//! - `{"removed":"address"}` once mirror took a member off the list, `{"gone":"address"}`
+//!   when it found the member had already left (unsubscribed, deleted, bounced, not there).
+//!
+//! Accepted lines of exports that keep a synced state also carry each member's
+//! `fingerprints` (of its mapped values), in the order of `emails`.
 //!
 //! A kill can tear only the last line: opening the journal cuts a torn tail (and says so),
 //! so the next attempt's lines never fuse with it. A bad line anywhere else was not made by a
@@ -40,6 +45,25 @@ pub struct Accepted {
     pub emails: Vec<String>,
     /// The rows the API refused, as it listed them.
     pub failures: Vec<ImportFailure>,
+    /// Each member's value fingerprint, as `emails`; empty when the export keeps no state.
+    #[serde(default)]
+    pub fingerprints: Vec<u64>,
+}
+
+impl Accepted {
+    /// Lowercased addresses the API took, with their fingerprints.
+    pub fn landed(&self) -> impl Iterator<Item = (String, u64)> + '_ {
+        let failed: HashSet<String> = self
+            .failures
+            .iter()
+            .map(|f| f.email_address.to_ascii_lowercase())
+            .collect();
+        self.emails
+            .iter()
+            .zip(&self.fingerprints)
+            .map(|(email, fingerprint)| (email.to_ascii_lowercase(), *fingerprint))
+            .filter(move |(email, _)| !failed.contains(email))
+    }
 }
 
 /// A batch about to leave.
@@ -55,11 +79,20 @@ struct Refused {
     refused: u64,
 }
 
+/// A member mirror took off the list (`removed`) or found already gone (`gone`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dropped {
+    Removed(String),
+    Gone(String),
+}
+
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Line {
     Sending(Sending),
     Refused(Refused),
+    Dropped(Dropped),
     Accepted(Accepted),
 }
 
@@ -71,6 +104,8 @@ struct AcceptedRef<'a> {
     existing: u64,
     emails: Vec<&'a str>,
     failures: &'a [ImportFailure],
+    #[serde(skip_serializing_if = "<[u64]>::is_empty")]
+    fingerprints: &'a [u64],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +135,8 @@ pub struct Progress {
     pub unanswered_members: u64,
     /// The next free batch number.
     pub next_batch: u64,
+    /// Members mirror took off the list or found gone, lowercased.
+    pub dropped: Vec<Dropped>,
 }
 
 pub struct Journal {
@@ -163,7 +200,8 @@ impl Journal {
         self.write(&line)
     }
 
-    /// Records that the API accepted batch `batch`.
+    /// Records that the API accepted batch `batch`; `fingerprints` are its members' value
+    /// fingerprints when the export keeps a synced state (else empty).
     pub fn accepted<'a>(
         &mut self,
         batch: u64,
@@ -171,6 +209,7 @@ impl Journal {
         existing: u64,
         emails: impl Iterator<Item = &'a str>,
         failures: &[ImportFailure],
+        fingerprints: &[u64],
     ) -> Result<(), JournalError> {
         let accepted = AcceptedRef {
             batch,
@@ -178,10 +217,29 @@ impl Journal {
             existing,
             emails: emails.collect(),
             failures,
+            fingerprints,
         };
         let mut line = serde_json::to_vec(&accepted).map_err(|e| self.error("write", std::io::Error::other(e)))?;
         line.push(b'\n');
         self.write(&line)
+    }
+
+    /// Records that mirror took a member off the list or found it gone.
+    pub fn dropped(&mut self, dropped: &Dropped) -> Result<(), JournalError> {
+        let mut line = serde_json::to_vec(dropped).map_err(|e| self.error("write", std::io::Error::other(e)))?;
+        line.push(b'\n');
+        self.write(&line)
+    }
+
+    /// Reads the journal at `path` as it is now (a torn last line ignored).
+    pub fn read(path: &Path) -> Result<Progress, JournalError> {
+        let bytes = std::fs::read(path).map_err(|source| JournalError::Io {
+            action: "read",
+            path: path.to_owned(),
+            source,
+        })?;
+        let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        read(path, &bytes[..whole])
     }
 
     fn write(&mut self, line: &[u8]) -> Result<(), JournalError> {
@@ -229,6 +287,7 @@ fn read(path: &Path, bytes: &[u8]) -> Result<Progress, JournalError> {
             Ok(Line::Refused(r)) => {
                 in_flight.remove(&r.refused);
             }
+            Ok(Line::Dropped(dropped)) => progress.dropped.push(dropped),
             Ok(Line::Accepted(accepted)) => {
                 if let Some(batch) = accepted.batch {
                     in_flight.remove(&batch);
@@ -271,7 +330,7 @@ mod tests {
         let (mut journal, _) = Journal::open(&path).unwrap();
         journal.sending(0, 2).unwrap();
         journal
-            .accepted(0, 1, 0, ["A@x.com", "b@x.com"].into_iter(), &[failure()])
+            .accepted(0, 1, 0, ["A@x.com", "b@x.com"].into_iter(), &[failure()], &[7, 8])
             .unwrap();
         journal.sending(1, 1).unwrap();
         // Refused for good: answered, and nothing of it landed.
@@ -292,7 +351,9 @@ mod tests {
         assert_eq!(progress.unanswered_members, 1);
         assert_eq!(progress.next_batch, 6);
         journal.sending(6, 1).unwrap();
-        journal.accepted(6, 1, 0, ["c@x.com"].into_iter(), &[]).unwrap();
+        journal.accepted(6, 1, 0, ["c@x.com"].into_iter(), &[], &[9]).unwrap();
+        journal.dropped(&Dropped::Removed("d@x.com".into())).unwrap();
+        journal.dropped(&Dropped::Gone("e@x.com".into())).unwrap();
         drop(journal);
 
         // The third attempt reads both earlier attempts' accepted batches.
@@ -300,6 +361,13 @@ mod tests {
         assert_eq!(progress.batches.len(), 2);
         assert!(progress.sent.contains("c@x.com"));
         assert_eq!(progress.unanswered_members, 1, "batch 1 never got its answer");
+        let landed: Vec<_> = progress.batches.iter().flat_map(Accepted::landed).collect();
+        assert_eq!(landed, vec![("a@x.com".to_owned(), 7), ("c@x.com".to_owned(), 9)], "b was refused");
+        assert_eq!(
+            progress.dropped,
+            vec![Dropped::Removed("d@x.com".into()), Dropped::Gone("e@x.com".into())]
+        );
+        assert_eq!(Journal::read(&path).unwrap().dropped.len(), 2);
     }
 
     #[test]

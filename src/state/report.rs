@@ -83,7 +83,7 @@ pub struct Rejected {
     pub not_sent: u64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub export: String,
     pub run_id: String,
@@ -96,6 +96,13 @@ pub struct Report {
     pub list_id: String,
     pub segments: Vec<String>,
     pub sandbox: bool,
+    /// `upsert`, `changes` or `mirror`.
+    #[serde(default = "upsert")]
+    pub mode: String,
+    /// Why a `changes` or `mirror` run sent every member (`--full`, its first run, another
+    /// list or mapping than the synced state's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_sync: Option<String>,
     /// Whether this run continued an interrupted one (`--resume`); counts cover both.
     pub resumed: bool,
     pub started_at: String,
@@ -107,6 +114,23 @@ pub struct Report {
     pub members_sent: u64,
     pub members_new: u64,
     pub members_existing: u64,
+    /// Members the synced state has with the same values: not sent.
+    #[serde(default)]
+    pub members_unchanged: u64,
+    /// Members mirror took off the list (they left the segment).
+    #[serde(default)]
+    pub members_removed: u64,
+    /// Members who left the segment but had already left the list on their own
+    /// (unsubscribed, deleted, bounced, or not there): not touched.
+    #[serde(default)]
+    pub members_already_gone: u64,
+    /// Removals the API refused or that stayed busy: in the rejects file as
+    /// `removal_failed`, tried again next run.
+    #[serde(default)]
+    pub removal_failures: u64,
+    /// Members this export has on the list after the run, per the synced state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_members: Option<u64>,
     pub rejected: Rejected,
     pub batches: u64,
     pub requests: u64,
@@ -130,6 +154,55 @@ pub struct Report {
     pub error: Option<String>,
 }
 
+fn upsert() -> String {
+    "upsert".to_owned()
+}
+
+impl Default for Report {
+    fn default() -> Self {
+        Self {
+            export: String::new(),
+            run_id: String::new(),
+            status: RunStatus::default(),
+            trigger: Trigger::default(),
+            connection: String::new(),
+            display_name: String::new(),
+            export_user: String::new(),
+            list_id: String::new(),
+            segments: Vec::new(),
+            sandbox: false,
+            mode: upsert(),
+            full_sync: None,
+            resumed: false,
+            started_at: String::new(),
+            finished_at: String::new(),
+            duration_seconds: 0.0,
+            source_files: 0,
+            rows_matched: 0,
+            members_unique: 0,
+            members_sent: 0,
+            members_new: 0,
+            members_existing: 0,
+            members_unchanged: 0,
+            members_removed: 0,
+            members_already_gone: 0,
+            removal_failures: 0,
+            synced_members: None,
+            rejected: Rejected::default(),
+            batches: 0,
+            requests: 0,
+            retries: 0,
+            resent_after_unknown: 0,
+            members_maybe_resent: 0,
+            members_per_second: 0.0,
+            concurrency_at_end: 0,
+            rejects_file: None,
+            report_file: None,
+            error: None,
+        }
+    }
+}
+
 impl Report {
     pub fn count_rows(&mut self, rows: &RowCounts) {
         self.rows_matched += rows.rows;
@@ -138,6 +211,7 @@ impl Report {
         self.rejected.invalid_email += rows.invalid_email;
         self.rejected.invalid_field += rows.invalid_field;
         self.rejected.duplicate += rows.duplicate;
+        self.members_unchanged += rows.unchanged;
     }
 
     pub fn api_rejected(&self) -> u64 {
@@ -151,6 +225,7 @@ impl Report {
             + self.rejected.invalid_field
             + self.api_rejected()
             + self.rejected.not_sent
+            + self.removal_failures
     }
 
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
@@ -216,6 +291,25 @@ impl Report {
                 self.batches, self.requests, self.retries, self.members_maybe_resent
             ),
         ];
+        if self.mode != "upsert" {
+            let mut line = format!(
+                "  mode {}: {} unchanged (not sent)",
+                self.mode, self.members_unchanged
+            );
+            if self.mode == "mirror" {
+                line.push_str(&format!(
+                    ", {} removed, {} had already left the list, {} removal failures",
+                    self.members_removed, self.members_already_gone, self.removal_failures
+                ));
+            }
+            if let Some(members) = self.synced_members {
+                line.push_str(&format!("; {members} members of this export on the list"));
+            }
+            lines.push(line);
+            if let Some(why) = &self.full_sync {
+                lines.push(format!("  sent every member: {why}"));
+            }
+        }
         if self.rejected.not_sent > 0 {
             lines.push(format!(
                 "  not sent because the run stopped: {}",

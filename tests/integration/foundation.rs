@@ -366,7 +366,7 @@ async fn wide_members_are_batched_under_the_request_size_limit() {
 
 /// Why `plan` refused `pipeline`.
 async fn plan_error(pipeline: &Pipeline) -> String {
-    export::plan(pipeline, ProgressMode::Never)
+    export::plan(pipeline, &RunOptions::default())
         .await
         .err()
         .unwrap()
@@ -412,7 +412,7 @@ async fn the_snapshot_read_is_the_snapshot_listed() {
     let data = dir.path().join("data");
     cm_export::sample::generate(&data.join("a"), 200, 1, 3).unwrap();
     cm_export::sample::generate(&data.join("b"), 200, 1, 4).unwrap();
-    let plan = export::plan(&folder_pipeline("data/*/*.parquet"), ProgressMode::Never)
+    let plan = export::plan(&folder_pipeline("data/*/*.parquet"), &RunOptions::default())
         .await
         .unwrap();
     assert_eq!((plan.source_files, plan.rows_matched), (2, 400));

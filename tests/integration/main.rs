@@ -15,3 +15,4 @@ mod outputs;
 mod resume;
 mod schedule;
 mod support;
+mod sync;

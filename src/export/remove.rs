@@ -47,7 +47,7 @@ impl Remover<'_> {
             tokio::select! {
                 Some((key, removed)) = in_flight.next() => {
                     self.limit.on_answer(removed.rate_limited > 0, removed.latency);
-                    self.tally.removal(&key, removed.requests, &removed.outcome);
+                    self.tally.removal(&key, &removed);
                     let journaled = match removed.outcome {
                         RemovalOutcome::Removed => self.journal.dropped(&Dropped::Removed(key)),
                         RemovalOutcome::Gone(_) => self.journal.dropped(&Dropped::Gone(key)),

@@ -136,6 +136,7 @@ impl Sender {
     /// first (only an active or unconfirmed member is removed), then the removal.
     pub async fn remove(&self, key: &str, how: Removal) -> Removed {
         let tries = Mutex::new(Tries::default());
+        let mut calls = 1;
         let state = retry(&self.backoff, || self.member_call(key, MemberCall::Details, &tries)).await;
         let outcome = match state {
             Ok(body) => match serde_json::from_slice::<SubscriberDetails>(&body) {
@@ -144,6 +145,7 @@ impl Sender {
                         Removal::Delete => MemberCall::Delete,
                         Removal::Unsubscribe => MemberCall::Unsubscribe,
                     };
+                    calls += 1;
                     match retry(&self.backoff, || self.member_call(key, which, &tries)).await {
                         Ok(_) => RemovalOutcome::Removed,
                         Err(failure) => self.removal_failure(failure),
@@ -162,6 +164,7 @@ impl Sender {
         Removed {
             outcome,
             requests: tries.requests,
+            retries: tries.requests.saturating_sub(calls),
             rate_limited: tries.rate_limited,
             latency: tries.latency,
         }
@@ -261,6 +264,8 @@ pub enum RemovalOutcome {
 pub struct Removed {
     pub outcome: RemovalOutcome,
     pub requests: u64,
+    /// Requests past the first of each call (details, then removal).
+    pub retries: u64,
     pub rate_limited: u64,
     pub latency: Duration,
 }

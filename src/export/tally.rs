@@ -11,7 +11,7 @@ use super::send::Sent;
 use crate::campaign_monitor::ImportSubscriber;
 use crate::campaign_monitor::types::ImportFailure;
 use crate::members::{Reject, RejectReason, RowCounts};
-use super::send::RemovalOutcome;
+use super::send::{RemovalOutcome, Removed};
 use crate::campaign_monitor::ApiFailure;
 use crate::state::{Accepted, Dropped, Report};
 
@@ -139,10 +139,10 @@ impl Tally {
     }
 
     /// One removal's requests and outcome.
-    pub fn removal(&mut self, key: &str, requests: u64, outcome: &RemovalOutcome) {
-        self.requests += requests;
-        self.retries += requests.saturating_sub(1);
-        match outcome {
+    pub fn removal(&mut self, key: &str, removed: &Removed) {
+        self.requests += removed.requests;
+        self.retries += removed.retries;
+        match &removed.outcome {
             RemovalOutcome::Removed => self.removed += 1,
             RemovalOutcome::Gone(_) => self.already_gone += 1,
             RemovalOutcome::Failed(ApiFailure { code, message, .. }) => {

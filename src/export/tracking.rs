@@ -48,10 +48,20 @@ pub async fn prepare(
     if !mode.tracks() {
         return Ok(None);
     }
-    let path = Synced::path(state_dir, &pipeline.name);
     let mapping = mapping_digest(&pipeline.mapping);
     let list_id = pipeline.destination.list_id.clone();
-    let (usable, mismatch) = match Synced::open(&path)? {
+    // The sandbox's list starts empty every time, and what it accepted says nothing of the
+    // real list: it keeps a state of its own, made anew each run.
+    let (path, found) = match options.sandbox {
+        true => (Synced::path(state_dir, &format!("{}.sandbox", pipeline.name)), None),
+        false => {
+            let path = Synced::path(state_dir, &pipeline.name);
+            let found = Synced::open(&path)?;
+            (path, found)
+        }
+    };
+    let (usable, mismatch) = match found {
+        None if options.sandbox => (None, Some("a sandbox run: the emulator's list starts empty".to_owned())),
         None => (None, Some("this is the export's first run in this mode".to_owned())),
         Some(synced) => match synced.mismatch(&list_id, &mapping) {
             Some(why) => (

@@ -371,6 +371,22 @@ async fn another_list_or_mapping_makes_a_full_run_that_removes_nobody() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_run_neither_reads_nor_changes_the_real_state() {
+    let s = setup("mirror").await;
+    s.run(|_| {}).await;
+    let state = s.dir.path().join(".cm-export/synced/vip.parquet");
+    let before = std::fs::read(&state).unwrap();
+    snapshot(s.dir.path(), &s2());
+    let sandbox = s.run(|o| o.sandbox = true).await;
+    assert_eq!((sandbox.members_sent, sandbox.members_removed), (199, 0));
+    assert_eq!(sandbox.full_sync.as_deref(), Some("a sandbox run: the emulator's list starts empty"));
+    assert_eq!(std::fs::read(&state).unwrap(), before);
+    // The real run still sends the changes (here the "sandbox" was the same emulator).
+    let real = s.run(|_| {}).await;
+    assert_eq!((real.members_sent, real.members_unchanged, real.members_removed), (5, 194, 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_shows_the_diff_and_what_the_guard_would_decide() {
     let s = setup("mirror").await;
     s.run(|_| {}).await;

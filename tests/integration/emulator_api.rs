@@ -1,5 +1,6 @@
 //! The client against the emulator: every call and every error the API page lists.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -215,6 +216,14 @@ async fn unsubscribed_and_deleted_stay_out_unless_resubscribe() {
         code(c.unsubscribe(LIST, "nobody@example.com").await.unwrap_err()),
         (400, 203)
     );
+    // Removing someone already removed: 203 for a deleted member, a quiet 200 for an
+    // unsubscribe repeated; only changes of state are counted.
+    assert_eq!(code(c.delete(LIST, "d@example.com").await.unwrap_err()), (400, 203));
+    assert_eq!(code(c.unsubscribe(LIST, "d@example.com").await.unwrap_err()), (400, 203));
+    c.unsubscribe(LIST, "u@example.com").await.unwrap();
+    let stats = emulator.stats();
+    assert_eq!((stats.subscribers_deleted, stats.subscribers_unsubscribed), (1, 1));
+    assert_eq!(stats.requests["DELETE subscribers/{listid}.json"], BTreeMap::from([(200, 1), (400, 1)]));
 
     let Class::PartialFailure(result) = classify(&c.import(LIST, &batch, false).await) else {
         panic!("expected a partial failure");

@@ -61,6 +61,12 @@ Subscriber(auth, list_id, "two@example.com").unsubscribe()
 assert lst.unsubscribed().Results[0].EmailAddress == "two@example.com"
 Subscriber(auth, list_id, "one@example.com").delete()
 assert lst.deleted().TotalNumberOfRecords == 1
+assert Subscriber(auth, list_id, "one@example.com").get().State == "Deleted"
+try:
+    Subscriber(auth, list_id, "one@example.com").delete()
+    raise AssertionError("deleting a deleted subscriber must raise")
+except createsend.BadRequest as e:
+    assert e.data.Code == 203, vars(e.data)
 
 try:
     List(auth, "no-such-list").details()

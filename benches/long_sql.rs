@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use cm_export::config::Pipeline;
-use cm_export::export::{self, ProgressMode};
+use cm_export::export;
 
 fn pipeline(dir: &Path, name: &str, sql: &str) -> Pipeline {
     let path = dir.join(format!("{name}.toml"));

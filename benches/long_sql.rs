@@ -39,7 +39,9 @@ fn main() {
         runtime.block_on(export::validate(&p)).unwrap();
         let validate = start.elapsed().as_secs_f64();
         let start = Instant::now();
-        let plan = runtime.block_on(export::plan(&p, &export::RunOptions::default())).unwrap();
+        let plan = runtime
+            .block_on(export::plan(&p, &export::RunOptions::default()))
+            .unwrap();
         let planned = start.elapsed().as_secs_f64();
         println!(
             "{terms:>6} OR terms: validate {validate:.3} s, plan {planned:.3} s ({} rows matched); validate per 1000 terms {:.3} s",

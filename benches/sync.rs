@@ -50,7 +50,11 @@ fn main() {
         );
         assert!(m.status <= 1, "run failed: {}", m.stdout);
         let report = std::fs::read_to_string(&report).unwrap();
-        (m, json_number(&report, "members_sent"), json_number(&report, "members_unchanged"))
+        (
+            m,
+            json_number(&report, "members_sent"),
+            json_number(&report, "members_unchanged"),
+        )
     };
 
     define("full_name");

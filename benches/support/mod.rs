@@ -83,7 +83,15 @@ pub fn json_number(text: &str, key: &str) -> f64 {
 /// `cm-export emulator` in its own process, holding `list`; its base URL.
 pub fn emulator(list: &str) -> (Child, String) {
     let mut emulator = Command::new(BIN)
-        .args(["emulator", "--listen", "127.0.0.1:0", "--api-key", "bench-key", "--list", list])
+        .args([
+            "emulator",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key",
+            "bench-key",
+            "--list",
+            list,
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the emulator");

@@ -349,7 +349,12 @@ impl Client {
 
     /// One call about one member, answered raw: for callers that gate, classify and retry
     /// it themselves (mirror's removals).
-    pub async fn member_request(&self, list_id: &str, email: &str, which: MemberCall) -> Result<Response, TransportError> {
+    pub async fn member_request(
+        &self,
+        list_id: &str,
+        email: &str,
+        which: MemberCall,
+    ) -> Result<Response, TransportError> {
         let (method, path, body) = member_call(list_id, email, which);
         self.send(method, &path, body).await
     }

@@ -537,7 +537,9 @@ fn mode(mode: Option<&str>, removal: Option<&str>) -> Result<Mode, (&'static str
         ("changes", None) => Ok(Mode::Changes),
         (other, _) => Err((
             "destination.mode",
-            format!("is `{other}`; write `upsert` (send every member), `changes` (only new or changed members) or `mirror` (as changes, and remove members who left the segment)"),
+            format!(
+                "is `{other}`; write `upsert` (send every member), `changes` (only new or changed members) or `mirror` (as changes, and remove members who left the segment)"
+            ),
         )),
     }
 }
@@ -723,18 +725,45 @@ batch-size = 500
         let p = parse(&mirror("mode = \"mirror\"", "max-removals = \"2.5%\"")).unwrap();
         assert_eq!(p.destination.mode, Mode::Mirror(Removal::Delete));
         assert_eq!(p.options.max_removals.of(1000), 25);
-        let p = parse(&mirror("mode = \"mirror\"\nremoval = \"unsubscribe\"", "max-removals = 40")).unwrap();
+        let p = parse(&mirror(
+            "mode = \"mirror\"\nremoval = \"unsubscribe\"",
+            "max-removals = 40",
+        ))
+        .unwrap();
         assert_eq!(p.destination.mode, Mode::Mirror(Removal::Unsubscribe));
         assert_eq!(p.options.max_removals.of(1000), 40);
-        assert_eq!(parse(&mirror("mode = \"changes\"", "")).unwrap().destination.mode, Mode::Changes);
+        assert_eq!(
+            parse(&mirror("mode = \"changes\"", "")).unwrap().destination.mode,
+            Mode::Changes
+        );
         for (extra, options, needle) in [
             ("mode = \"sync\"", "", "`destination.mode` is `sync`; write `upsert`"),
-            ("mode = \"changes\"\nremoval = \"delete\"", "", "`destination.removal` only applies to `mode = \"mirror\"`"),
-            ("mode = \"mirror\"\nremoval = \"erase\"", "", "`destination.removal` is `erase`"),
-            ("", "max-removals = 5", "`options.max-removals` only applies to `destination.mode = \"mirror\"`"),
-            ("mode = \"mirror\"", "max-removals = \"ten\"", "`options.max-removals` is `ten`"),
+            (
+                "mode = \"changes\"\nremoval = \"delete\"",
+                "",
+                "`destination.removal` only applies to `mode = \"mirror\"`",
+            ),
+            (
+                "mode = \"mirror\"\nremoval = \"erase\"",
+                "",
+                "`destination.removal` is `erase`",
+            ),
+            (
+                "",
+                "max-removals = 5",
+                "`options.max-removals` only applies to `destination.mode = \"mirror\"`",
+            ),
+            (
+                "mode = \"mirror\"",
+                "max-removals = \"ten\"",
+                "`options.max-removals` is `ten`",
+            ),
             ("mode = \"mirror\"", "max-removals = \"120%\"", "0% to 100%"),
-            ("mode = \"mirror\"", "max-removals = -1", "`options.max-removals` is `-1`"),
+            (
+                "mode = \"mirror\"",
+                "max-removals = -1",
+                "`options.max-removals` is `-1`",
+            ),
         ] {
             let message = error(&mirror(extra, options));
             assert!(message.contains(needle), "{needle}: {message}");

@@ -107,7 +107,9 @@ impl Dispatcher<'_> {
                     false => Vec::new(),
                 };
                 let emails = members.iter().map(|m| m.email_address.as_str());
-                let journaled = self.journal.accepted(number, new, existing, emails, &failures, &fingerprints);
+                let journaled = self
+                    .journal
+                    .accepted(number, new, existing, emails, &failures, &fingerprints);
                 self.tally.accepted(new, existing, &failures);
                 self.counters.sent.fetch_add(new + existing, Ordering::Relaxed);
                 journaled.map_err(|e| StateError::from(e).into())

@@ -5,6 +5,7 @@
 mod batcher;
 mod checkpoint;
 mod concurrency;
+mod destination;
 mod dispatch;
 mod error;
 mod gate;
@@ -13,7 +14,6 @@ mod plan;
 mod preflight;
 mod progress;
 mod rejects;
-mod destination;
 mod remove;
 mod run;
 mod scan;
@@ -21,10 +21,10 @@ mod send;
 mod tally;
 mod tracking;
 
+pub use destination::{Destination, removed};
 pub use error::ExportError;
 pub use options::{RunOptions, StopReason, new_run_id, now_rfc3339};
 pub use plan::{Plan, PlanDiff, PlanRemovals, plan, validate};
 pub use progress::ProgressMode;
 pub use rejects::RejectsError;
-pub use destination::{Destination, removed};
 pub use run::run;

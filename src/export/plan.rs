@@ -138,7 +138,15 @@ pub async fn plan(pipeline: &Pipeline, options: &RunOptions) -> Result<Plan, Exp
             .state_dir
             .clone()
             .unwrap_or_else(|| state::default_dir(owned.dir()));
-        let tracking = tracking::prepare(&mut query, &owned, &state_dir, &run_options, rows_expected, &HashSet::new()).await?;
+        let tracking = tracking::prepare(
+            &mut query,
+            &owned,
+            &state_dir,
+            &run_options,
+            rows_expected,
+            &HashSet::new(),
+        )
+        .await?;
         Ok::<_, ExportError>((OnEngine::new(query), segments, rows_expected, tracking))
     })
     .await?;

@@ -36,8 +36,8 @@ use crate::config::{Connection, Mode, Pipeline};
 use crate::engine::{self, OnEngine};
 use crate::error_text::{chain, mask_addresses};
 use crate::members::Extractor;
-use crate::sync::Verdict;
 use crate::state::{self, Dropped, Fingerprint, History, HistoryEntry, Report, RunState, RunStatus, SendsTo};
+use crate::sync::Verdict;
 
 /// Runs the export under its lock, writes its report and records it in the history.
 /// `credentials` default to the connection's own, read where `connections.toml` says they
@@ -180,7 +180,16 @@ async fn execute(
     let (sent, tracking) = match track(pipeline, options, place, ready, &checkpoint).await {
         Ok((ready, tracking)) => {
             report.full_sync = tracking.as_ref().and_then(|t| t.full_sync.clone());
-            let sent = send(pipeline, options, ready, &mut checkpoint, &mut tally, tracking.as_ref(), stop).await;
+            let sent = send(
+                pipeline,
+                options,
+                ready,
+                &mut checkpoint,
+                &mut tally,
+                tracking.as_ref(),
+                stop,
+            )
+            .await;
             (sent, tracking)
         }
         Err(error) => (Err(error), None),
@@ -320,7 +329,10 @@ async fn send(
             let Mode::Mirror(how) = tracking.mode else {
                 unreachable!("only mirror finds members to remove")
             };
-            tracing::info!(members = tracking.leaving.len(), "removing members who left the segment");
+            tracing::info!(
+                members = tracking.leaving.len(),
+                "removing members who left the segment"
+            );
             Remover {
                 sender,
                 how,

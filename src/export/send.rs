@@ -9,9 +9,7 @@ use bytes::Bytes;
 
 use super::gate::RateGate;
 use crate::campaign_monitor::types::{ImportFailure, ImportResult, SubscriberDetails};
-use crate::campaign_monitor::{
-    ApiFailure, Class, Client, ImportBatch, MemberCall, Response, TransportError, classify,
-};
+use crate::campaign_monitor::{ApiFailure, Class, Client, ImportBatch, MemberCall, Response, TransportError, classify};
 use crate::config::Removal;
 use crate::retry::{Attempt, Backoff, retry};
 
@@ -172,7 +170,9 @@ impl Sender {
 
     fn removal_failure(&self, failure: Failure) -> RemovalOutcome {
         match failure {
-            Failure::Refused(failure) if failure.code == NOT_IN_LIST => RemovalOutcome::Gone("not in the list".to_owned()),
+            Failure::Refused(failure) if failure.code == NOT_IN_LIST => {
+                RemovalOutcome::Gone("not in the list".to_owned())
+            }
             Failure::Refused(failure) => RemovalOutcome::Failed(failure),
             Failure::Busy { status, reason } => RemovalOutcome::Failed(ApiFailure {
                 status,

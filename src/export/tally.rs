@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 
 use super::rejects::{RejectsError, RejectsWriter};
 use super::send::Sent;
+use super::send::{RemovalOutcome, Removed};
+use crate::campaign_monitor::ApiFailure;
 use crate::campaign_monitor::ImportSubscriber;
 use crate::campaign_monitor::types::ImportFailure;
 use crate::members::{Reject, RejectReason, RowCounts};
-use super::send::{RemovalOutcome, Removed};
-use crate::campaign_monitor::ApiFailure;
 use crate::state::{Accepted, Dropped, Report};
 
 /// The rejects file, shared by the batcher (rows it cannot send) and the dispatcher (rows
@@ -300,5 +300,57 @@ mod tests {
         assert_eq!((report.rows_matched, report.members_unique), (9, 7));
         // API 2 + not sent 2; the batcher writes the rows it rejects itself.
         assert_eq!(rows_in(&path), 4);
+    }
+
+    #[test]
+    fn a_failed_removal_is_a_reject_with_the_apis_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rejects.parquet");
+        let mut tally = Tally::new(Rejects::create(&path).unwrap());
+        let removed = |outcome| Removed {
+            outcome,
+            requests: 3,
+            retries: 1,
+            rate_limited: 0,
+            latency: std::time::Duration::ZERO,
+        };
+        tally.removal("a@x.com", &removed(RemovalOutcome::Removed));
+        tally.removal("b@x.com", &removed(RemovalOutcome::Gone("Unsubscribed".into())));
+        let refused = ApiFailure {
+            status: 400,
+            code: 1,
+            message: "Invalid Email Address".into(),
+        };
+        tally.removal("c@x.com", &removed(RemovalOutcome::Failed(refused)));
+        tally.replay_dropped(&Dropped::Removed("d@x.com".into()));
+        let mut report = Report::default();
+        tally.close(&mut report).unwrap();
+        assert_eq!(
+            (
+                report.members_removed,
+                report.members_already_gone,
+                report.removal_failures
+            ),
+            (2, 1, 1)
+        );
+        assert_eq!((report.requests, report.retries, report.rejected_rows()), (9, 3, 1));
+        let batch = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let column = |name: &str| {
+            datafusion::arrow::compute::cast(
+                batch.column_by_name(name).unwrap(),
+                &datafusion::arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap()
+        };
+        use datafusion::arrow::array::AsArray;
+        assert_eq!(column("email").as_string::<i32>().value(0), "c@x.com");
+        assert_eq!(column("reason").as_string::<i32>().value(0), "removal_failed");
+        assert_eq!(column("api_code").as_string::<i32>().value(0), "1");
     }
 }

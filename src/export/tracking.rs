@@ -66,7 +66,9 @@ pub async fn prepare(
         Some(synced) => match synced.mismatch(&list_id, &mapping) {
             Some(why) => (
                 None,
-                Some(format!("{why}; the state is made anew, and nobody is removed on the strength of the old one")),
+                Some(format!(
+                    "{why}; the state is made anew, and nobody is removed on the strength of the old one"
+                )),
             ),
             None => (Some(synced), None),
         },
@@ -125,8 +127,12 @@ impl Tracking {
                 Dropped::Removed(key) | Dropped::Gone(key) => key,
             })
             .collect();
-        let (path, usable, list_id, mapping) =
-            (self.path.clone(), self.usable.clone(), self.list_id.clone(), self.mapping.clone());
+        let (path, usable, list_id, mapping) = (
+            self.path.clone(),
+            self.usable.clone(),
+            self.list_id.clone(),
+            self.mapping.clone(),
+        );
         let saved = engine::run(async move {
             let ctx = segment::session();
             let old = match &usable {

@@ -2,12 +2,10 @@
 //! validate the address, check field values, dedupe. The hot path: no per-row allocation
 //! but for the members that survive.
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, LargeStringArray, RecordBatch, StringArray, StringViewArray,
-};
-use datafusion::arrow::datatypes::UInt64Type;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, LargeStringArray, RecordBatch, StringArray, StringViewArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::UInt64Type;
 use datafusion::arrow::error::ArrowError;
 
 use super::dedupe::Dedupe;
@@ -403,7 +401,9 @@ mod tests {
             ..layout()
         });
         let mut changes = vec![];
-        let counts = extractor.extract(&rows, |m, c| changes.push((m.email_address, c)), |_| {}).unwrap();
+        let counts = extractor
+            .extract(&rows, |m, c| changes.push((m.email_address, c)), |_| {})
+            .unwrap();
         assert_eq!(
             changes,
             vec![
@@ -412,6 +412,15 @@ mod tests {
                 ("c@x.com".to_owned(), Change::Changed),
             ]
         );
-        assert_eq!((counts.unique, counts.new_members(), counts.changed, counts.unchanged, counts.duplicate), (3, 1, 1, 1, 1));
+        assert_eq!(
+            (
+                counts.unique,
+                counts.new_members(),
+                counts.changed,
+                counts.unchanged,
+                counts.duplicate
+            ),
+            (3, 1, 1, 1, 1)
+        );
     }
 }

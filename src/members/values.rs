@@ -59,7 +59,11 @@ mod tests {
         };
         assert_eq!(fingerprint(&base), fingerprint(&same));
         let spelled = member(Some("Jane"), &[("city", "Cluj")]);
-        assert_eq!(fingerprint(&base), fingerprint(&spelled), "the list's spelling of a key");
+        assert_eq!(
+            fingerprint(&base),
+            fingerprint(&spelled),
+            "the list's spelling of a key"
+        );
         // Pinned: a state written by one build is read by the next.
         assert_eq!(fingerprint(&base), 0x0892_ecdc_1ef6_d610, "{:#x}", fingerprint(&base));
         let mut others = vec![

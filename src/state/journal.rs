@@ -362,7 +362,11 @@ mod tests {
         assert!(progress.sent.contains("c@x.com"));
         assert_eq!(progress.unanswered_members, 1, "batch 1 never got its answer");
         let landed: Vec<_> = progress.batches.iter().flat_map(Accepted::landed).collect();
-        assert_eq!(landed, vec![("a@x.com".to_owned(), 7), ("c@x.com".to_owned(), 9)], "b was refused");
+        assert_eq!(
+            landed,
+            vec![("a@x.com".to_owned(), 7), ("c@x.com".to_owned(), 9)],
+            "b was refused"
+        );
         assert_eq!(
             progress.dropped,
             vec![Dropped::Removed("d@x.com".into()), Dropped::Gone("e@x.com".into())]

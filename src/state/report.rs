@@ -292,10 +292,7 @@ impl Report {
             ),
         ];
         if self.mode != "upsert" {
-            let mut line = format!(
-                "  mode {}: {} unchanged (not sent)",
-                self.mode, self.members_unchanged
-            );
+            let mut line = format!("  mode {}: {} unchanged (not sent)", self.mode, self.members_unchanged);
             if self.mode == "mirror" {
                 line.push_str(&format!(
                     ", {} removed, {} had already left the list, {} removal failures",

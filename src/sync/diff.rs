@@ -62,15 +62,18 @@ impl Diff {
         let joined = export
             .with_column(ROW_KEY, email_key(col("email")))
             .and_then(|rows| rows.join(state?, JoinType::Left, &[ROW_KEY], &[SYNCED_KEY], None))
-            .and_then(|joined| {
-                joined.select(columns.into_iter().chain([col(SYNCED_FINGERPRINT)]).collect::<Vec<_>>())
-            });
+            .and_then(|joined| joined.select(columns.into_iter().chain([col(SYNCED_FINGERPRINT)]).collect::<Vec<_>>()));
         joined.map_err(|source| query_error(&self.synced, source))
     }
 
     /// Members of the state whose address no row of the export query has: the first
     /// `keep` of them (minus those in `done`), and how many there are in all.
-    pub async fn leaving(&self, export: DataFrame, keep: u64, done: &HashSet<String>) -> Result<(Vec<String>, u64), SyncError> {
+    pub async fn leaving(
+        &self,
+        export: DataFrame,
+        keep: u64,
+        done: &HashSet<String>,
+    ) -> Result<(Vec<String>, u64), SyncError> {
         let error = |source| query_error(&self.synced, source);
         let rows = export
             .select(vec![email_key(col("email")).alias(ROW_KEY)])
@@ -115,14 +118,14 @@ impl Diff {
                 Arc::new(UInt64Array::from(fingerprints)),
             ],
         )?;
-        let accepted = ctx.read_batch(accepted)?.select(vec![
-            cast(col(KEY), DataType::Utf8View).alias(KEY),
-            col(FINGERPRINT),
-        ])?;
+        let accepted = ctx
+            .read_batch(accepted)?
+            .select(vec![cast(col(KEY), DataType::Utf8View).alias(KEY), col(FINGERPRINT)])?;
         let Some(old) = old else {
             return Ok(accepted);
         };
-        let dropped = RecordBatch::try_from_iter([(SYNCED_KEY, Arc::new(StringArray::from(dropped)) as Arc<dyn Array>)])?;
+        let dropped =
+            RecordBatch::try_from_iter([(SYNCED_KEY, Arc::new(StringArray::from(dropped)) as Arc<dyn Array>)])?;
         let dropped = ctx
             .read_batch(dropped)?
             .select(vec![cast(col(SYNCED_KEY), DataType::Utf8View).alias(SYNCED_KEY)])?;

@@ -97,7 +97,10 @@ mod tests {
         let Verdict::Refuse(why) = guard(50, 0, 0).verdict() else {
             panic!("an empty segment passed")
         };
-        assert!(why.contains("the segment returned no rows") && why.ends_with("--allow-removals 50"), "{why}");
+        assert!(
+            why.contains("the segment returned no rows") && why.ends_with("--allow-removals 50"),
+            "{why}"
+        );
         assert_eq!(guard(50, 0, 50).verdict(), Verdict::Remove);
     }
 }

@@ -151,7 +151,8 @@ impl Synced {
             writer.write(&batch).map_err(write)?;
         }
         let file = writer.into_inner().map_err(write)?;
-        file.sync_all().map_err(|e| write(ParquetError::External(Box::new(e))))?;
+        file.sync_all()
+            .map_err(|e| write(ParquetError::External(Box::new(e))))?;
         drop(file);
         std::fs::rename(&partial, path).map_err(|e| write(ParquetError::External(Box::new(e))))?;
         Ok(written)

@@ -219,11 +219,17 @@ async fn unsubscribed_and_deleted_stay_out_unless_resubscribe() {
     // Removing someone already removed: 203 for a deleted member, a quiet 200 for an
     // unsubscribe repeated; only changes of state are counted.
     assert_eq!(code(c.delete(LIST, "d@example.com").await.unwrap_err()), (400, 203));
-    assert_eq!(code(c.unsubscribe(LIST, "d@example.com").await.unwrap_err()), (400, 203));
+    assert_eq!(
+        code(c.unsubscribe(LIST, "d@example.com").await.unwrap_err()),
+        (400, 203)
+    );
     c.unsubscribe(LIST, "u@example.com").await.unwrap();
     let stats = emulator.stats();
     assert_eq!((stats.subscribers_deleted, stats.subscribers_unsubscribed), (1, 1));
-    assert_eq!(stats.requests["DELETE subscribers/{listid}.json"], BTreeMap::from([(200, 1), (400, 1)]));
+    assert_eq!(
+        stats.requests["DELETE subscribers/{listid}.json"],
+        BTreeMap::from([(200, 1), (400, 1)])
+    );
 
     let Class::PartialFailure(result) = classify(&c.import(LIST, &batch, false).await) else {
         panic!("expected a partial failure");

@@ -185,23 +185,41 @@ async fn what_mirror_runs_and_their_plan_print() {
     let settings = settings(dir);
     let mirror = |sql: &str| {
         PIPELINE
-            .replace("sql = \"SELECT * FROM profiles WHERE lifetime_value > 150\"", &format!("sql = \"{sql}\""))
+            .replace(
+                "sql = \"SELECT * FROM profiles WHERE lifetime_value > 150\"",
+                &format!("sql = \"{sql}\""),
+            )
             .replace("concurrency = 2", "concurrency = 2\nmax-removals = \"5%\"")
-            .replace("list-id = \"a58ee1d3039b8bec838e6d1482a8a965\"", "list-id = \"a58ee1d3039b8bec838e6d1482a8a965\"\nmode = \"mirror\"")
+            .replace(
+                "list-id = \"a58ee1d3039b8bec838e6d1482a8a965\"",
+                "list-id = \"a58ee1d3039b8bec838e6d1482a8a965\"\nmode = \"mirror\"",
+            )
     };
-    std::fs::write(dir.join("valuable.toml"), mirror("SELECT * FROM profiles WHERE lifetime_value > 150")).unwrap();
+    std::fs::write(
+        dir.join("valuable.toml"),
+        mirror("SELECT * FROM profiles WHERE lifetime_value > 150"),
+    )
+    .unwrap();
     let (code, first, stderr) = cm(dir, &["run", "valuable.toml", "--progress", "never"]).await;
     assert_eq!(code, 1, "{stderr}");
 
     // A narrower segment: a few members leave, within the bound.
-    std::fs::write(dir.join("valuable.toml"), mirror("SELECT * FROM profiles WHERE lifetime_value > 155")).unwrap();
+    std::fs::write(
+        dir.join("valuable.toml"),
+        mirror("SELECT * FROM profiles WHERE lifetime_value > 155"),
+    )
+    .unwrap();
     let (code, plan, stderr) = cm(dir, &["plan", "valuable.toml", "--progress", "never"]).await;
     assert_eq!(code, 0, "{stderr}");
     let (code, second, stderr) = cm(dir, &["run", "valuable.toml", "--progress", "never"]).await;
     assert_eq!(code, 1, "{stderr}");
 
     // Far narrower: over the bound, refused.
-    std::fs::write(dir.join("valuable.toml"), mirror("SELECT * FROM profiles WHERE lifetime_value > 400")).unwrap();
+    std::fs::write(
+        dir.join("valuable.toml"),
+        mirror("SELECT * FROM profiles WHERE lifetime_value > 400"),
+    )
+    .unwrap();
     let (code, refused, stderr) = cm(dir, &["run", "valuable.toml", "--progress", "never"]).await;
     assert_eq!(code, 2, "{stderr}");
     let all = format!("== first run\n{first}\n== plan\n{plan}\n== second run\n{second}\n== refused\n{refused}{stderr}");

@@ -105,7 +105,15 @@ struct Setup {
 /// A folder with S1, a list that already holds `pre@example.com` (never sent by the export),
 /// and a pipeline in `mode`.
 async fn setup(mode: &str) -> Setup {
-    let emulator = emulator_with(|c| c.lists.push((OTHER.into(), "List Two".into()))).await;
+    setup_with(mode, |_| {}).await
+}
+
+async fn setup_with(mode: &str, faults: impl FnOnce(&mut cm_export::emulator::EmulatorConfig)) -> Setup {
+    let emulator = emulator_with(|c| {
+        c.lists.push((OTHER.into(), "List Two".into()));
+        faults(c);
+    })
+    .await;
     for list in [LIST, OTHER] {
         emulator.with_list_mut(list, |l| l.add_custom_field("City", "Text", vec![], true).unwrap());
     }
@@ -116,7 +124,18 @@ async fn setup(mode: &str) -> Setup {
         consent_to_track: ConsentToTrack::Yes,
     };
     let batch = ImportBatch::new(vec![pre]).unwrap();
-    assert_eq!(key_client(&emulator).import(LIST, &batch, false).await.unwrap().status, 201);
+    // Through the faults an emulator may inject, until it lands.
+    let landed = async {
+        for _ in 0..50 {
+            if let Ok(answer) = key_client(&emulator).import(LIST, &batch, false).await
+                && answer.status == 201
+            {
+                return true;
+            }
+        }
+        false
+    };
+    assert!(landed.await);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("key.txt"), KEY).unwrap();
     std::fs::write(
@@ -128,7 +147,10 @@ async fn setup(mode: &str) -> Setup {
     )
     .unwrap();
     snapshot(dir.path(), &s1());
-    let pipeline = define(dir.path(), &PIPELINE.replace("mode = \"mirror\"", &format!("mode = \"{mode}\"")));
+    let pipeline = define(
+        dir.path(),
+        &PIPELINE.replace("mode = \"mirror\"", &format!("mode = \"{mode}\"")),
+    );
     let connection = Connections::load(&dir.path().join("connections.toml"))
         .unwrap()
         .get("cm")
@@ -194,8 +216,14 @@ async fn mirror_sends_the_changes_and_removes_only_members_it_added_who_left() {
     let s = setup("mirror").await;
     let first = s.run(|_| {}).await;
     assert_eq!(first.status, RunStatus::Succeeded, "{first:?}");
-    assert_eq!((first.members_sent, first.members_unchanged, first.members_removed), (200, 0, 0));
-    assert_eq!(first.full_sync.as_deref(), Some("this is the export's first run in this mode"));
+    assert_eq!(
+        (first.members_sent, first.members_unchanged, first.members_removed),
+        (200, 0, 0)
+    );
+    assert_eq!(
+        first.full_sync.as_deref(),
+        Some("this is the export's first run in this mode")
+    );
     assert_eq!(first.synced_members, Some(200));
     assert_eq!(s.list(), after_s1());
     assert_eq!(s.emulator.stats().import_calls, 1 + 2);
@@ -210,7 +238,11 @@ async fn mirror_sends_the_changes_and_removes_only_members_it_added_who_left() {
     assert_eq!(second.members_unchanged, 199 - 5);
     // m198 and m199 left and are removed; m5 left but had unsubscribed: not touched.
     assert_eq!(
-        (second.members_removed, second.members_already_gone, second.removal_failures),
+        (
+            second.members_removed,
+            second.members_already_gone,
+            second.removal_failures
+        ),
         (2, 1, 0)
     );
     let mut expected = after_s1();
@@ -231,7 +263,10 @@ async fn mirror_sends_the_changes_and_removes_only_members_it_added_who_left() {
 
     // Nothing changed: only m7, still refused, is tried again; nobody is removed twice.
     let third = s.run(|_| {}).await;
-    assert_eq!((third.members_sent, third.members_unchanged, third.members_removed), (0, 198, 0));
+    assert_eq!(
+        (third.members_sent, third.members_unchanged, third.members_removed),
+        (0, 198, 0)
+    );
     assert_eq!(third.rejected.api, BTreeMap::from([(206, 1)]));
     assert_eq!(s.list(), expected);
     assert_eq!(s.emulator.stats().subscribers_deleted, 2);
@@ -252,8 +287,16 @@ async fn mirror_sends_the_changes_and_removes_only_members_it_added_who_left() {
     assert_eq!(s.list(), expected);
     let after = s.emulator.stats().requests;
     assert_eq!(
-        after.keys().filter(|k| k.contains("subscribers")).map(|k| after[k].clone()).collect::<Vec<_>>(),
-        calls.keys().filter(|k| k.contains("subscribers")).map(|k| calls[k].clone()).collect::<Vec<_>>(),
+        after
+            .keys()
+            .filter(|k| k.contains("subscribers"))
+            .map(|k| after[k].clone())
+            .collect::<Vec<_>>(),
+        calls
+            .keys()
+            .filter(|k| k.contains("subscribers"))
+            .map(|k| calls[k].clone())
+            .collect::<Vec<_>>(),
         "no subscriber call at all"
     );
 }
@@ -286,7 +329,11 @@ async fn a_drop_past_max_removals_is_refused_until_allowed() {
     let list = s.list();
     assert_eq!(list.values().filter(|s| **s == MemberState::Deleted).count(), 60);
     assert_eq!(list["late@example.com"], MemberState::Active);
-    assert_eq!(list["pre@example.com"], MemberState::Active, "never removed: the export did not add it");
+    assert_eq!(
+        list["pre@example.com"],
+        MemberState::Active,
+        "never removed: the export did not add it"
+    );
     assert_eq!(allowed.synced_members, Some(141));
 }
 
@@ -297,13 +344,19 @@ async fn changes_sends_only_new_and_changed_members_and_removes_nobody() {
     snapshot(s.dir.path(), &s2());
     let second = s.run(|_| {}).await;
     // m0, m1, m7 changed; n0, n1 new. Nobody unsubscribed here.
-    assert_eq!((second.members_new, second.members_existing, second.members_unchanged), (2, 3, 194));
+    assert_eq!(
+        (second.members_new, second.members_existing, second.members_unchanged),
+        (2, 3, 194)
+    );
     assert_eq!((second.members_removed, second.members_already_gone), (0, 0));
     let list = s.list();
     assert_eq!(list.len(), 203);
     assert!(list.values().all(|s| *s == MemberState::Active), "{list:?}");
     let stats = s.emulator.stats();
-    assert_eq!((stats.subscribers_received, stats.subscribers_deleted), (1 + 200 + 5, 0));
+    assert_eq!(
+        (stats.subscribers_received, stats.subscribers_deleted),
+        (1 + 200 + 5, 0)
+    );
 
     // --full sends every member and keeps the state true.
     let full = s.run(|o| o.full = true).await;
@@ -311,6 +364,16 @@ async fn changes_sends_only_new_and_changed_members_and_removes_nobody() {
     assert_eq!(full.full_sync.as_deref(), Some("--full was given"));
     let after = s.run(|_| {}).await;
     assert_eq!((after.members_sent, after.members_unchanged), (0, 199));
+
+    // S3, an empty segment: nothing to send, and `changes` removes nobody.
+    let empty: Vec<Profile> = s2().into_iter().map(|(e, c, _)| (e, c, false)).collect();
+    snapshot(s.dir.path(), &empty);
+    let third = s.run(|_| {}).await;
+    assert_eq!(
+        (third.status, third.members_sent, third.members_removed),
+        (RunStatus::Succeeded, 0, 0)
+    );
+    assert_eq!(s.list(), list);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,10 +382,100 @@ async fn upsert_sends_every_member_every_time() {
     assert_eq!(s.run(|_| {}).await.members_sent, 200);
     snapshot(s.dir.path(), &s2());
     let second = s.run(|_| {}).await;
-    assert_eq!((second.members_sent, second.members_unchanged, second.synced_members), (199, 0, None));
+    assert_eq!(
+        (second.members_sent, second.members_unchanged, second.synced_members),
+        (199, 0, None)
+    );
     assert_eq!(s.list().len(), 203);
     assert!(s.list().values().all(|s| *s == MemberState::Active));
     assert!(!s.dir.path().join(".cm-export/synced").exists());
+    let empty: Vec<Profile> = s2().into_iter().map(|(e, c, _)| (e, c, false)).collect();
+    snapshot(s.dir.path(), &empty);
+    let third = s.run(|_| {}).await;
+    assert_eq!((third.status, third.members_sent), (RunStatus::Succeeded, 0));
+    assert_eq!(s.list().len(), 203);
+}
+
+/// Mirror under a rate limit, 500s and dropped connections: the list ends exactly as it
+/// should, each member removed once; a member no longer on the list at all counts as gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_removals_go_through_the_gate_and_retries() {
+    let s = setup_with("mirror", |c| {
+        c.fail_rate = 0.15;
+        c.drop_rate = 0.1;
+        c.rate_limit = Some(cm_export::emulator::RateLimitConfig {
+            requests: 40,
+            window: std::time::Duration::from_millis(200),
+        });
+        c.seed = 7;
+    })
+    .await;
+    let fast = |o: &mut RunOptions| {
+        o.backoff = cm_export::retry::Backoff {
+            base: std::time::Duration::from_millis(1),
+            cap: std::time::Duration::from_millis(20),
+            max_retries: 30,
+            max_rate_limit_wait: std::time::Duration::from_millis(300),
+        }
+    };
+    let first = s.run(fast).await;
+    assert_eq!(first.status, RunStatus::Succeeded, "{first:?}");
+    // Everyone in S1 but ten members leaves; one of them is no longer on the list at all.
+    s.emulator.with_list_mut(LIST, |l| l.members.remove("m3@example.com"));
+    let mut rows = s1();
+    for row in rows.iter_mut().skip(10) {
+        row.2 = false;
+    }
+    snapshot(s.dir.path(), &rows);
+    let second = s
+        .run(|o| {
+            fast(o);
+            o.allow_removals = 190;
+        })
+        .await;
+    assert_eq!(second.status, RunStatus::Succeeded, "{second:?}");
+    assert_eq!(second.members_removed + second.members_already_gone, 190);
+    let list = s.list();
+    for i in 0..200 {
+        let email = format!("m{i}@example.com");
+        let want = match i {
+            3 => None,
+            0..10 => Some(MemberState::Active),
+            _ => Some(MemberState::Deleted),
+        };
+        assert_eq!(list.get(&email).copied(), want, "{email}");
+    }
+    assert_eq!(list["pre@example.com"], MemberState::Active);
+    let stats = s.emulator.stats();
+    assert_eq!(stats.subscribers_deleted, 190);
+    // The gate learned the limit from the headers and kept under it; the faults came.
+    assert!(
+        stats.faults.injected_500 > 0 && stats.faults.dropped_after_applying > 0,
+        "{:?}",
+        stats.faults
+    );
+    assert!(second.retries > 0);
+    // The state holds the ten left; the next run has nothing to do.
+    assert_eq!(second.synced_members, Some(10));
+    let third = s.run(fast).await;
+    assert_eq!(
+        (third.members_sent, third.members_removed, third.members_unchanged),
+        (0, 0, 10)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_with_no_files_removes_nobody() {
+    let s = setup("mirror").await;
+    s.run(|_| {}).await;
+    std::fs::remove_file(s.dir.path().join("profiles/part-0.parquet")).unwrap();
+    let report = s.run(|o| o.allow_removals = 1000).await;
+    assert_eq!(report.status, RunStatus::Failed);
+    assert!(
+        report.error.as_deref().unwrap().contains("matches nothing"),
+        "{report:?}"
+    );
+    assert_eq!(s.list(), after_s1());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,7 +494,9 @@ async fn another_list_or_mapping_makes_a_full_run_that_removes_nobody() {
     assert_eq!((changed.members_sent, changed.members_removed), (198, 0));
     assert_eq!(
         changed.full_sync.as_deref(),
-        Some("the mapping changed since the synced state was made; the state is made anew, and nobody is removed on the strength of the old one")
+        Some(
+            "the mapping changed since the synced state was made; the state is made anew, and nobody is removed on the strength of the old one"
+        )
     );
     assert_eq!(s.list(), after_s1(), "m0 and m1 stay: the new state never had them");
     // The state is now the new mapping's: the next run diffs against it.
@@ -379,11 +534,17 @@ async fn a_sandbox_run_neither_reads_nor_changes_the_real_state() {
     snapshot(s.dir.path(), &s2());
     let sandbox = s.run(|o| o.sandbox = true).await;
     assert_eq!((sandbox.members_sent, sandbox.members_removed), (199, 0));
-    assert_eq!(sandbox.full_sync.as_deref(), Some("a sandbox run: the emulator's list starts empty"));
+    assert_eq!(
+        sandbox.full_sync.as_deref(),
+        Some("a sandbox run: the emulator's list starts empty")
+    );
     assert_eq!(std::fs::read(&state).unwrap(), before);
     // The real run still sends the changes (here the "sandbox" was the same emulator).
     let real = s.run(|_| {}).await;
-    assert_eq!((real.members_sent, real.members_unchanged, real.members_removed), (5, 194, 3));
+    assert_eq!(
+        (real.members_sent, real.members_unchanged, real.members_removed),
+        (5, 194, 3)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -401,8 +562,14 @@ async fn plan_shows_the_diff_and_what_the_guard_would_decide() {
     assert_eq!((diff.to_add, diff.to_update, diff.unchanged), (2, 3, 194));
     let removals = diff.removals.as_ref().unwrap();
     // Plan reads no list: m5 counts until the run finds it unsubscribed.
-    assert_eq!((removals.to_remove, removals.bound, removals.refused.as_deref()), (3, 20, None));
-    assert!(removals.samples.iter().all(|s| s.contains("***@example.com")), "{removals:?}");
+    assert_eq!(
+        (removals.to_remove, removals.bound, removals.refused.as_deref()),
+        (3, 20, None)
+    );
+    assert!(
+        removals.samples.iter().all(|s| s.contains("***@example.com")),
+        "{removals:?}"
+    );
     assert_eq!(s.emulator.stats().import_calls, 1 + 2, "plan sent nothing");
 
     let empty: Vec<Profile> = s1().into_iter().map(|(e, c, _)| (e, c, false)).collect();
@@ -423,7 +590,9 @@ async fn a_kill_before_the_state_update_is_mended_by_resume() {
     let s = setup("changes").await;
     let run = |args: &[&str]| {
         let mut cm = command();
-        cm.current_dir(s.dir.path()).args(["run", "vip.toml", "--progress", "never"]).args(args);
+        cm.current_dir(s.dir.path())
+            .args(["run", "vip.toml", "--progress", "never"])
+            .args(args);
         cm
     };
     s.emulator.hold_imports();
@@ -436,7 +605,10 @@ async fn a_kill_before_the_state_update_is_mended_by_resume() {
     s.emulator.imports_waiting(1).await;
     child.start_kill().unwrap();
     child.wait().await.unwrap();
-    assert!(!s.dir.path().join(".cm-export/synced/vip.parquet").exists(), "killed before the state update");
+    assert!(
+        !s.dir.path().join(".cm-export/synced/vip.parquet").exists(),
+        "killed before the state update"
+    );
     s.emulator.open_imports();
 
     let (code, stdout, stderr) = output(run(&["--resume"])).await;
@@ -451,5 +623,9 @@ async fn a_kill_before_the_state_update_is_mended_by_resume() {
     let stats = s.emulator.stats();
     // Each member landed once, but for a batch whose answer the kill may have cut off.
     assert_eq!(stats.lists[LIST].members["Active"], 201);
-    assert!(stats.subscribers_received <= 1 + 200 + 100, "{}", stats.subscribers_received);
+    assert!(
+        stats.subscribers_received <= 1 + 200 + 100,
+        "{}",
+        stats.subscribers_received
+    );
 }

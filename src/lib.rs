@@ -9,9 +9,11 @@
 //! - [`export`]: one run, in stages (`export/run.rs` strings them together):
 //!   - `preflight`: credentials, SQL and schema, the list and its fields, the cap;
 //!   - `checkpoint`: the fingerprint that guards `--resume`, the journal of accepted batches;
+//!   - `tracking` (`changes`, `mirror`): the diff against the synced state, the removal guard;
 //!   - `batcher`: scan, extract, dedupe, cut batches by count and bytes;
 //!   - `dispatch`: imports in flight under the adaptive `concurrency` and the rate `gate`,
 //!     each sent (`send`) with retries;
+//!   - `remove` (`mirror`): members who left the segment, taken off the list;
 //!   - `tally`: the one owner of counts and of the rejects file;
 //!
 //!   and `plan` / `validate`, which do all of that but send.

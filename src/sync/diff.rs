@@ -52,7 +52,9 @@ impl Diff {
     }
 
     /// The export query with one more, last column: the fingerprint the state holds for
-    /// the row's address (null when the export never had it accepted).
+    /// the row's address (null when the export never had it accepted). The state is the
+    /// join's build side and the export query streams through it, so rows reach the batcher
+    /// as the scan reads them.
     pub fn annotate(&self, export: DataFrame) -> Result<DataFrame, SyncError> {
         let columns: Vec<Expr> = export.schema().columns().into_iter().map(Expr::Column).collect();
         let state = self.state.clone().select(vec![
@@ -61,7 +63,7 @@ impl Diff {
         ]);
         let joined = export
             .with_column(ROW_KEY, email_key(col("email")))
-            .and_then(|rows| rows.join(state?, JoinType::Left, &[ROW_KEY], &[SYNCED_KEY], None))
+            .and_then(|rows| state?.join(rows, JoinType::Right, &[SYNCED_KEY], &[ROW_KEY], None))
             .and_then(|joined| joined.select(columns.into_iter().chain([col(SYNCED_FINGERPRINT)]).collect::<Vec<_>>()));
         joined.map_err(|source| query_error(&self.synced, source))
     }
@@ -143,5 +145,112 @@ fn query_error(synced: &Synced, source: DataFusionError) -> SyncError {
     SyncError::Query {
         path: synced.path.clone(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::UInt64Array;
+    use datafusion::physical_plan::displayable;
+
+    async fn state(dir: &Path, ctx: &SessionContext, rows: &[(&str, u64)]) -> Synced {
+        let path = dir.join("synced/x.parquet");
+        let accepted = rows.iter().map(|(k, f)| ((*k).to_owned(), *f)).collect();
+        let frame = Diff::merged(None, ctx, accepted, vec![]).unwrap();
+        assert_eq!(Synced::write(&path, frame, "L", "M").await.unwrap(), rows.len() as u64);
+        Synced::open(&path).unwrap().unwrap()
+    }
+
+    fn export(ctx: &SessionContext, emails: &[Option<&str>]) -> DataFrame {
+        let emails = StringArray::from(emails.to_vec());
+        ctx.read_batch(RecordBatch::try_from_iter([("email", Arc::new(emails) as Arc<dyn Array>)]).unwrap())
+            .unwrap()
+    }
+
+    use std::path::Path;
+
+    #[tokio::test]
+    async fn the_diff_the_leavers_and_the_next_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = SessionContext::new();
+        let synced = state(dir.path(), &ctx, &[("a@x.com", 1), ("b@x.com", 2), ("gone@x.com", 3)]).await;
+        assert_eq!(
+            (synced.list_id.as_str(), synced.mapping.as_str(), synced.members),
+            ("L", "M", 3)
+        );
+        let diff = Diff::open(&ctx, &synced).await.unwrap();
+        let rows = export(
+            &ctx,
+            &[Some(" A@X.com\u{3000}"), Some("b@x.com"), Some("new@x.com"), None],
+        );
+
+        let annotated = diff.annotate(rows.clone()).unwrap();
+        let plan = annotated.clone().create_physical_plan().await.unwrap();
+        let shown = displayable(plan.as_ref()).indent(false).to_string();
+        assert!(
+            shown.contains("join_type=Right"),
+            "the state is the build side:\n{shown}"
+        );
+        let mut seen: Vec<(String, Option<u64>)> = Vec::new();
+        for batch in annotated.collect().await.unwrap() {
+            let emails = datafusion::arrow::compute::cast(batch.column(0), &DataType::Utf8).unwrap();
+            let fingerprints = batch.column(1).as_any().downcast_ref::<UInt64Array>().unwrap();
+            for i in 0..batch.num_rows() {
+                let email = emails.as_string::<i32>();
+                let email = email.is_valid(i).then(|| email.value(i).to_owned()).unwrap_or_default();
+                seen.push((email, fingerprints.is_valid(i).then(|| fingerprints.value(i))));
+            }
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            vec![
+                (String::new(), None),
+                (" A@X.com\u{3000}".to_owned(), Some(1)),
+                ("b@x.com".to_owned(), Some(2)),
+                ("new@x.com".to_owned(), None),
+            ]
+        );
+
+        let none = HashSet::new();
+        let (kept, total) = diff.leaving(rows.clone(), 10, &none).await.unwrap();
+        assert_eq!((kept, total), (vec!["gone@x.com".to_owned()], 1));
+        let (kept, total) = diff.leaving(export(&ctx, &[]), 2, &none).await.unwrap();
+        assert_eq!((kept.len(), total), (2, 3), "keeps at most 2, counts all");
+        let done = HashSet::from(["gone@x.com".to_owned()]);
+        assert_eq!(diff.leaving(rows, 10, &done).await.unwrap().1, 0);
+
+        // b changed, new arrived, gone was removed; a stays as it was.
+        let next = Diff::merged(
+            Some(&diff),
+            &ctx,
+            vec![("b@x.com".into(), 20), ("new@x.com".into(), 4)],
+            vec!["gone@x.com".into()],
+        )
+        .unwrap();
+        let path = dir.path().join("synced/next.parquet");
+        assert_eq!(Synced::write(&path, next, "L", "M").await.unwrap(), 3);
+        let written = ctx
+            .read_parquet(path.to_str().unwrap(), ParquetReadOptions::default())
+            .await
+            .unwrap()
+            .sort(vec![col(KEY).sort(true, false)])
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let batch = datafusion::arrow::compute::concat_batches(&written[0].schema(), &written).unwrap();
+        let keys = datafusion::arrow::compute::cast(batch.column(0), &DataType::Utf8).unwrap();
+        let keys: Vec<&str> = keys.as_string::<i32>().iter().flatten().collect();
+        let fingerprints: Vec<u64> = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .unwrap()
+            .values()
+            .to_vec();
+        assert_eq!(keys, vec!["a@x.com", "b@x.com", "new@x.com"]);
+        assert_eq!(fingerprints, vec![1, 20, 4]);
     }
 }

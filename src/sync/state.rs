@@ -180,3 +180,71 @@ pub fn mapping_digest(mapping: &Mapping) -> String {
     let digest = Sha256::digest(text.as_bytes());
     digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign_monitor::ConsentToTrack;
+    use crate::config::Consent;
+
+    #[test]
+    fn a_state_is_for_one_list_and_one_mapping() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Synced::path(dir.path(), "vip");
+        assert!(path.ends_with("synced/vip.parquet"));
+        assert_eq!(Synced::open(&path).unwrap(), None, "before the first run");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"not parquet").unwrap();
+        let error = Synced::open(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("vip.parquet") && error.contains("run with --full"),
+            "{error}"
+        );
+
+        let synced = Synced {
+            path,
+            list_id: "L1".into(),
+            mapping: "m".into(),
+            members: 3,
+        };
+        assert_eq!(synced.mismatch("L1", "m"), None);
+        assert_eq!(
+            synced.mismatch("L2", "m").unwrap(),
+            "the synced state was made for list L1, this run sends to list L2"
+        );
+        assert!(synced.mismatch("L1", "n").unwrap().contains("the mapping changed"));
+    }
+
+    #[test]
+    fn the_mapping_digest_follows_what_decides_the_values() {
+        let mapping = Mapping {
+            email: "email".into(),
+            name: Some("full_name".into()),
+            consent: Consent::Constant(ConsentToTrack::Yes),
+            custom_fields: vec![("City".into(), "city".into())],
+        };
+        let digest = mapping_digest(&mapping);
+        assert_eq!(digest, mapping_digest(&mapping.clone()));
+        let changes = [
+            Mapping {
+                name: None,
+                ..mapping.clone()
+            },
+            Mapping {
+                consent: Consent::Column("consent".into()),
+                ..mapping.clone()
+            },
+            Mapping {
+                custom_fields: vec![("City".into(), "town".into())],
+                ..mapping.clone()
+            },
+            Mapping {
+                email: "work_email".into(),
+                ..mapping.clone()
+            },
+        ];
+        for changed in changes {
+            assert_ne!(mapping_digest(&changed), digest, "{changed:?}");
+        }
+    }
+}

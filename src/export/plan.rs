@@ -155,11 +155,24 @@ pub async fn plan(pipeline: &Pipeline, options: &RunOptions) -> Result<Plan, Exp
     let extractor = Extractor::new(query.get().layout.clone());
     let rows = engine::stream(query, |query| query.export.clone());
     let mut scan = Scan::new(rows, extractor, progress.counters.clone());
-    let mut samples = Vec::new();
+    let tracked = tracking.is_some();
+    // The first members by address: the scan (and the diff's join) yield rows in no fixed
+    // order, and a plan should read the same twice.
+    let mut first: Vec<(String, String)> = Vec::with_capacity(SAMPLES + 1);
     let mut keep = |member: ImportSubscriber, change: Change| {
-        if samples.len() < SAMPLES && change != Change::Unchanged {
-            samples.push(sample(&member));
+        if change == Change::Unchanged
+            || first.len() == SAMPLES && first.last().is_some_and(|(last, _)| *last <= member.email_address)
+        {
+            return;
         }
+        let what = match (tracked, change) {
+            (false, _) => "",
+            (true, Change::Changed) => "to update: ",
+            (true, _) => "to add: ",
+        };
+        first.push((member.email_address.clone(), format!("{what}{}", sample(&member))));
+        first.sort();
+        first.truncate(SAMPLES);
     };
     while let Some(sorted) = scan.next(&mut keep, |_| {}).await {
         sorted?;
@@ -183,7 +196,7 @@ pub async fn plan(pipeline: &Pipeline, options: &RunOptions) -> Result<Plan, Exp
         ]),
         batches: (rows.unique - rows.unchanged).div_ceil(batch_size),
         max_profiles: pipeline.options.max_profiles,
-        samples,
+        samples: first.into_iter().map(|(_, line)| line).collect(),
         mode: pipeline.destination.mode.as_str(),
         diff: tracking.map(|t| diff(&t, &rows)),
     })
@@ -202,7 +215,12 @@ fn diff(tracking: &Tracking, rows: &crate::members::RowCounts) -> PlanDiff {
                 Verdict::Remove => None,
                 Verdict::Refuse(why) => Some(why.clone()),
             },
-            samples: tracking.leaving.iter().take(SAMPLES).map(|key| mask(key)).collect(),
+            samples: {
+                // In address order: the join yields them in no fixed one.
+                let mut first: Vec<&String> = tracking.leaving.iter().collect();
+                first.sort();
+                first.into_iter().take(SAMPLES).map(|key| mask(key)).collect()
+            },
         }),
     }
 }

@@ -203,10 +203,10 @@ async fn what_mirror_runs_and_their_plan_print() {
     let (code, first, stderr) = cm(dir, &["run", "valuable.toml", "--progress", "never"]).await;
     assert_eq!(code, 1, "{stderr}");
 
-    // A narrower segment: a few members leave, within the bound.
+    // A narrower segment: a few members leave, within the bound; a few get another name.
     std::fs::write(
         dir.join("valuable.toml"),
-        mirror("SELECT * FROM profiles WHERE lifetime_value > 155"),
+        mirror("SELECT email, CASE WHEN customer_id % 50 = 0 THEN upper(full_name) ELSE full_name END AS full_name FROM profiles WHERE lifetime_value > 155"),
     )
     .unwrap();
     let (code, plan, stderr) = cm(dir, &["plan", "valuable.toml", "--progress", "never"]).await;

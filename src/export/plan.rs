@@ -160,9 +160,8 @@ pub async fn plan(pipeline: &Pipeline, options: &RunOptions) -> Result<Plan, Exp
     // order, and a plan should read the same twice.
     let mut first: Vec<(String, String)> = Vec::with_capacity(SAMPLES + 1);
     let mut keep = |member: ImportSubscriber, change: Change| {
-        if change == Change::Unchanged
-            || first.len() == SAMPLES && first.last().is_some_and(|(last, _)| *last <= member.email_address)
-        {
+        let key = member.email_address.to_ascii_lowercase();
+        if change == Change::Unchanged || first.len() == SAMPLES && first.last().is_some_and(|(last, _)| *last <= key) {
             return;
         }
         let what = match (tracked, change) {
@@ -170,7 +169,7 @@ pub async fn plan(pipeline: &Pipeline, options: &RunOptions) -> Result<Plan, Exp
             (true, Change::Changed) => "to update: ",
             (true, _) => "to add: ",
         };
-        first.push((member.email_address.clone(), format!("{what}{}", sample(&member))));
+        first.push((key, format!("{what}{}", sample(&member))));
         first.sort();
         first.truncate(SAMPLES);
     };

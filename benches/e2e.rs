@@ -15,9 +15,7 @@
 
 mod support;
 
-use std::process::Command;
-
-use support::{BIN, Measured, connections, emulator, json_number, measure, rows, snapshot, threshold};
+use support::{Measured, connections, emulator, json_number, plan, rows, run, snapshot, threshold};
 
 const LIST: &str = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0";
 
@@ -40,24 +38,9 @@ fn main() {
     )
     .unwrap();
 
-    let plan = measure(
-        Command::new(BIN)
-            .args(["plan", "--json", "--progress", "never"])
-            .arg(&pipeline),
-    );
-    assert_eq!(plan.status, 0, "plan failed");
+    let plan = plan(&pipeline);
     let planned = json_number(&plan.stdout, "members_unique");
-    let report = work.path().join("report.json");
-    let run = measure(
-        Command::new(BIN)
-            .args(["run", "--progress", "never", "--report"])
-            .arg(&report)
-            .arg(&pipeline)
-            .env("CM_BENCH_KEY", "bench-key")
-            .env("RUST_LOG", "warn"),
-    );
-    assert!(run.status <= 1, "run failed: {}", run.stdout);
-    let report = std::fs::read_to_string(&report).unwrap();
+    let (run, report) = run(&pipeline, &work.path().join("report.json"));
     let sent = json_number(&report, "members_sent");
     let _ = emulator.kill();
     let _ = emulator.wait();

@@ -14,9 +14,7 @@
 
 mod support;
 
-use std::process::Command;
-
-use support::{BIN, Measured, connections, emulator, json_number, measure, rows, snapshot, threshold};
+use support::{Measured, connections, emulator, json_number, plan, rows, run, snapshot, threshold};
 
 const LIST: &str = "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0";
 
@@ -39,34 +37,16 @@ fn main() {
         .unwrap();
     };
     let run = |report: &str| {
-        let report = work.path().join(report);
-        let m = measure(
-            Command::new(BIN)
-                .args(["run", "--progress", "never", "--report"])
-                .arg(&report)
-                .arg(&pipeline)
-                .env("CM_BENCH_KEY", "bench-key")
-                .env("RUST_LOG", "warn"),
-        );
-        assert!(m.status <= 1, "run failed: {}", m.stdout);
-        let report = std::fs::read_to_string(&report).unwrap();
-        (
-            m,
-            json_number(&report, "members_sent"),
-            json_number(&report, "members_unchanged"),
-        )
+        let (m, report) = run(&pipeline, &work.path().join(report));
+        let sent = json_number(&report, "members_sent");
+        (m, sent, json_number(&report, "members_unchanged"))
     };
 
     define("full_name");
     let (full, full_sent, _) = run("full.json");
     // 1% of the members get another name.
     define("CASE WHEN customer_id % 100 = 7 THEN concat(full_name, ' Jr') ELSE full_name END");
-    let plan = measure(
-        Command::new(BIN)
-            .args(["plan", "--json", "--progress", "never"])
-            .arg(&pipeline),
-    );
-    assert_eq!(plan.status, 0, "plan failed");
+    let plan = plan(&pipeline);
     let planned = json_number(&plan.stdout, "members_unique");
     let (changes, sent, unchanged) = run("changes.json");
     let _ = emulator.kill();

@@ -132,3 +132,28 @@ pub fn rows() -> u64 {
 pub fn threshold(rows: u64) -> String {
     format!("{:.0}", 400.0 * (rows as f64 / 1_100_000.0).ln().max(0.0))
 }
+
+/// `cm-export plan --json` of `pipeline`, timed.
+pub fn plan(pipeline: &Path) -> Measured {
+    let m = measure(
+        Command::new(BIN)
+            .args(["plan", "--json", "--progress", "never"])
+            .arg(pipeline),
+    );
+    assert_eq!(m.status, 0, "plan failed");
+    m
+}
+
+/// `cm-export run` of `pipeline` with its report at `report`, timed; and the report.
+pub fn run(pipeline: &Path, report: &Path) -> (Measured, String) {
+    let m = measure(
+        Command::new(BIN)
+            .args(["run", "--progress", "never", "--report"])
+            .arg(report)
+            .arg(pipeline)
+            .env("CM_BENCH_KEY", "bench-key")
+            .env("RUST_LOG", "warn"),
+    );
+    assert!(m.status <= 1, "run failed: {}", m.stdout);
+    (m, std::fs::read_to_string(report).unwrap())
+}

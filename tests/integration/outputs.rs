@@ -183,8 +183,8 @@ async fn what_mirror_runs_and_their_plan_print() {
     let f = folder().await;
     let dir = f.dir.path();
     let settings = settings(dir);
-    let mirror = |sql: &str| {
-        PIPELINE
+    let define = |sql: &str| {
+        let text = PIPELINE
             .replace(
                 "sql = \"SELECT * FROM profiles WHERE lifetime_value > 150\"",
                 &format!("sql = \"{sql}\""),
@@ -193,33 +193,24 @@ async fn what_mirror_runs_and_their_plan_print() {
             .replace(
                 "list-id = \"a58ee1d3039b8bec838e6d1482a8a965\"",
                 "list-id = \"a58ee1d3039b8bec838e6d1482a8a965\"\nmode = \"mirror\"",
-            )
+            );
+        std::fs::write(dir.join("valuable.toml"), text).unwrap();
     };
-    std::fs::write(
-        dir.join("valuable.toml"),
-        mirror("SELECT * FROM profiles WHERE lifetime_value > 150"),
-    )
-    .unwrap();
+    define("SELECT * FROM profiles WHERE lifetime_value > 150");
     let (code, first, stderr) = cm(dir, &["run", "valuable.toml", "--progress", "never"]).await;
     assert_eq!(code, 1, "{stderr}");
 
     // A narrower segment: a few members leave, within the bound; a few get another name.
-    std::fs::write(
-        dir.join("valuable.toml"),
-        mirror("SELECT email, CASE WHEN customer_id % 50 = 0 THEN upper(full_name) ELSE full_name END AS full_name FROM profiles WHERE lifetime_value > 155"),
-    )
-    .unwrap();
+    define(
+        "SELECT email, CASE WHEN customer_id % 50 = 0 THEN upper(full_name) ELSE full_name END AS full_name FROM profiles WHERE lifetime_value > 155",
+    );
     let (code, plan, stderr) = cm(dir, &["plan", "valuable.toml", "--progress", "never"]).await;
     assert_eq!(code, 0, "{stderr}");
     let (code, second, stderr) = cm(dir, &["run", "valuable.toml", "--progress", "never"]).await;
     assert_eq!(code, 1, "{stderr}");
 
     // Far narrower: over the bound, refused.
-    std::fs::write(
-        dir.join("valuable.toml"),
-        mirror("SELECT * FROM profiles WHERE lifetime_value > 400"),
-    )
-    .unwrap();
+    define("SELECT * FROM profiles WHERE lifetime_value > 400");
     let (code, refused, stderr) = cm(dir, &["run", "valuable.toml", "--progress", "never"]).await;
     assert_eq!(code, 2, "{stderr}");
     let all = format!("== first run\n{first}\n== plan\n{plan}\n== second run\n{second}\n== refused\n{refused}{stderr}");

@@ -61,6 +61,11 @@ fn s2() -> Vec<Profile> {
     rows
 }
 
+/// The same profiles, none of them in the segment.
+fn outside(rows: Vec<Profile>) -> Vec<Profile> {
+    rows.into_iter().map(|(email, city, _)| (email, city, false)).collect()
+}
+
 /// Writes the snapshot, replacing the one before. Addresses come as a source has them:
 /// some in capitals and padded, which must not make the same member look new.
 fn snapshot(dir: &Path, rows: &[Profile]) {
@@ -272,8 +277,7 @@ async fn mirror_sends_the_changes_and_removes_only_members_it_added_who_left() {
     assert_eq!(s.emulator.stats().subscribers_deleted, 2);
 
     // S3: the segment comes back empty. Nobody is removed, nothing is sent.
-    let empty: Vec<Profile> = s2().into_iter().map(|(e, c, _)| (e, c, false)).collect();
-    snapshot(s.dir.path(), &empty);
+    snapshot(s.dir.path(), &outside(s2()));
     let calls = s.emulator.stats().requests;
     let fourth = s.run(|_| {}).await;
     assert_eq!(fourth.status, RunStatus::Failed);
@@ -366,8 +370,7 @@ async fn changes_sends_only_new_and_changed_members_and_removes_nobody() {
     assert_eq!((after.members_sent, after.members_unchanged), (0, 199));
 
     // S3, an empty segment: nothing to send, and `changes` removes nobody.
-    let empty: Vec<Profile> = s2().into_iter().map(|(e, c, _)| (e, c, false)).collect();
-    snapshot(s.dir.path(), &empty);
+    snapshot(s.dir.path(), &outside(s2()));
     let third = s.run(|_| {}).await;
     assert_eq!(
         (third.status, third.members_sent, third.members_removed),
@@ -389,8 +392,7 @@ async fn upsert_sends_every_member_every_time() {
     assert_eq!(s.list().len(), 203);
     assert!(s.list().values().all(|s| *s == MemberState::Active));
     assert!(!s.dir.path().join(".cm-export/synced").exists());
-    let empty: Vec<Profile> = s2().into_iter().map(|(e, c, _)| (e, c, false)).collect();
-    snapshot(s.dir.path(), &empty);
+    snapshot(s.dir.path(), &outside(s2()));
     let third = s.run(|_| {}).await;
     assert_eq!((third.status, third.members_sent), (RunStatus::Succeeded, 0));
     assert_eq!(s.list().len(), 203);
@@ -572,8 +574,7 @@ async fn plan_shows_the_diff_and_what_the_guard_would_decide() {
     );
     assert_eq!(s.emulator.stats().import_calls, 1 + 2, "plan sent nothing");
 
-    let empty: Vec<Profile> = s1().into_iter().map(|(e, c, _)| (e, c, false)).collect();
-    snapshot(s.dir.path(), &empty);
+    snapshot(s.dir.path(), &outside(s1()));
     let plan = export::plan(&s.pipeline, &options).await.unwrap();
     let summary = plan.summary();
     assert!(

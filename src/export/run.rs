@@ -36,7 +36,7 @@ use crate::config::{Connection, Mode, Pipeline};
 use crate::engine::{self, OnEngine};
 use crate::error_text::{chain, mask_addresses};
 use crate::members::Extractor;
-use crate::state::{self, Dropped, Fingerprint, History, HistoryEntry, Report, RunState, RunStatus, SendsTo};
+use crate::state::{self, Fingerprint, History, HistoryEntry, Report, RunState, RunStatus, SendsTo};
 use crate::sync::Verdict;
 
 /// Runs the export under its lock, writes its report and records it in the history.
@@ -236,14 +236,7 @@ async fn track(
     if !pipeline.destination.mode.tracks() {
         return Ok((ready, None));
     }
-    let done: HashSet<String> = checkpoint
-        .earlier
-        .dropped
-        .iter()
-        .map(|d| match d {
-            Dropped::Removed(key) | Dropped::Gone(key) => key.clone(),
-        })
-        .collect();
+    let done: HashSet<String> = checkpoint.earlier.dropped.iter().map(|d| d.key().to_owned()).collect();
     let Ready {
         query,
         client,

@@ -11,7 +11,7 @@ use super::options::RunOptions;
 use crate::config::{Mode, Pipeline};
 use crate::engine;
 use crate::segment::{self, Prepared};
-use crate::state::{Accepted, Dropped, Journal, StateError};
+use crate::state::{Accepted, Journal, StateError};
 use crate::sync::{Diff, Guard, SyncError, Synced, Verdict, mapping_digest};
 
 pub struct Tracking {
@@ -120,13 +120,7 @@ impl Tracking {
     pub async fn save(&self, journal: &Path) -> Result<u64, ExportError> {
         let progress = Journal::read(journal).map_err(StateError::from)?;
         let accepted: Vec<(String, u64)> = progress.batches.iter().flat_map(Accepted::landed).collect();
-        let dropped: Vec<String> = progress
-            .dropped
-            .into_iter()
-            .map(|d| match d {
-                Dropped::Removed(key) | Dropped::Gone(key) => key,
-            })
-            .collect();
+        let dropped: Vec<String> = progress.dropped.iter().map(|d| d.key().to_owned()).collect();
         let (path, usable, list_id, mapping) = (
             self.path.clone(),
             self.usable.clone(),

@@ -87,6 +87,15 @@ pub enum Dropped {
     Gone(String),
 }
 
+impl Dropped {
+    /// The member's key (its lowercased address).
+    pub fn key(&self) -> &str {
+        match self {
+            Dropped::Removed(key) | Dropped::Gone(key) => key,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Line {

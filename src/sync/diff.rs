@@ -198,7 +198,11 @@ mod tests {
             let fingerprints = batch.column(1).as_any().downcast_ref::<UInt64Array>().unwrap();
             for i in 0..batch.num_rows() {
                 let email = emails.as_string::<i32>();
-                let email = email.is_valid(i).then(|| email.value(i).to_owned()).unwrap_or_default();
+                let email = if email.is_valid(i) {
+                    email.value(i).to_owned()
+                } else {
+                    String::new()
+                };
                 seen.push((email, fingerprints.is_valid(i).then(|| fingerprints.value(i))));
             }
         }

@@ -107,7 +107,8 @@ pub fn emulator(list: &str) -> (Child, String) {
     (emulator, base)
 }
 
-/// `connections.toml` in `dir` with connection `bench` to `base`, key in `CM_BENCH_KEY`.
+/// `connections.toml` in `dir` with connection `bench` to `base`, key in `CM_BENCH_KEY`
+/// (which `plan` and `run` set; the stores bench names it for its S3 keys too).
 pub fn connections(dir: &Path, base: &str) {
     std::fs::write(
         dir.join("connections.toml"),
@@ -138,7 +139,8 @@ pub fn plan(pipeline: &Path) -> Measured {
     let m = measure(
         Command::new(BIN)
             .args(["plan", "--json", "--progress", "never"])
-            .arg(pipeline),
+            .arg(pipeline)
+            .env("CM_BENCH_KEY", "bench-key"),
     );
     assert_eq!(m.status, 0, "plan failed");
     m

@@ -5,10 +5,12 @@ mod connection;
 mod error;
 mod pipeline;
 mod schedule;
+mod storage;
 mod webhook_url;
 
 pub use connection::{CONNECTIONS_ENV, Connection, Connections, CredentialSource, UsableBy};
 pub use error::ConfigError;
 pub use pipeline::{Consent, Destination, Mapping, MaxRemovals, Mode, Options, Pipeline, Removal, Segment, Source};
 pub use schedule::Schedule;
+pub use storage::{Cloud, Storage};
 pub use webhook_url::WebhookUrl;

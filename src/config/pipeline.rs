@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::error::ConfigError;
 use super::schedule::{Schedule, ScheduleWire};
+use super::storage::{Cloud, Storage, StorageWire};
 use super::webhook_url::WebhookUrl;
 use crate::campaign_monitor::{ConsentToTrack, MAX_IMPORT_BATCH};
 
@@ -40,6 +41,8 @@ struct SourceWire {
     path: String,
     /// The table name segments query. Default `profiles`.
     table: Option<String>,
+    /// How to reach a snapshot in an object store.
+    storage: Option<StorageWire>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,9 +125,12 @@ pub struct Pipeline {
 
 #[derive(Debug, Clone)]
 pub struct Source {
-    /// Resolved against the pipeline's folder.
+    /// Resolved against the pipeline's folder, or a URL (`s3://`, `az://`, `gs://`, ...).
     pub path: String,
     pub table: String,
+    /// The object store `path` names, if it is a URL.
+    pub cloud: Option<Cloud>,
+    pub storage: Storage,
 }
 
 #[derive(Debug, Clone)]
@@ -281,6 +287,11 @@ impl Pipeline {
         } else {
             dir.join(&wire.source.path).to_string_lossy().into_owned()
         };
+        let cloud = Cloud::of(&wire.source.path)
+            .transpose()
+            .map_err(|message| invalid("source.path", message))?;
+        let storage = Storage::check(wire.source.storage.unwrap_or_default(), cloud)
+            .map_err(|(key, message)| invalid(&key, message))?;
         let table = wire.source.table.unwrap_or_else(|| DEFAULT_TABLE.to_owned());
         if !is_identifier(&table) {
             return Err(invalid(
@@ -460,6 +471,8 @@ impl Pipeline {
             source: Source {
                 path: source_path,
                 table,
+                cloud,
+                storage,
             },
             segments,
             destination: Destination {

@@ -8,6 +8,10 @@
 //!   answer the session keeps for every later scan of the run; `key=value` folders are Hive
 //!   partitions and become string columns.
 //!
+//! The path may also be a URL of an object store (`s3://`, `az://`, `abfss://`, `gs://`,
+//! `https://`, see `store.rs`): the same three forms, listed in the store, with the same
+//! rules.
+//!
 //! What would make the table differ from what a person sees is refused, naming the file:
 //! a hidden file or folder (`.`/`_`: a write in progress, or a tool's bookkeeping), an empty
 //! file, or a file outside the partition layout of the others.
@@ -27,12 +31,16 @@ use futures::TryStreamExt;
 
 use crate::config::Source;
 
+mod store;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("source `{path}` matches nothing: {why}; check `source.path` (it is relative to the pipeline file)")]
     NoMatch { path: String, why: String },
     #[error("cannot list the snapshot at `{path}`: {why}")]
     List { path: String, why: String },
+    #[error("cannot open the store of `{path}`: {why}")]
+    Store { path: String, why: String },
     #[error("the snapshot at `{path}` holds `{file}`, {why}")]
     Refused { path: String, file: String, why: String },
     #[error("cannot read the Parquet snapshot at `{path}`; is every file in it a valid Parquet file?")]
@@ -77,14 +85,28 @@ struct Listed {
     urls: Vec<ListingTableUrl>,
     metas: Vec<ObjectMeta>,
     extension: String,
+    /// `scheme://authority` of an object store; `None` for local files.
+    base: Option<url::Url>,
 }
 
 /// Registers the source as `source.table` over exactly the files one listing found.
 pub async fn register(ctx: &SessionContext, source: &Source) -> Result<Snapshot, SourceError> {
     let table = TableReference::bare(source.table.as_str());
-    let Listed { urls, metas, extension } = list(ctx, source, &table).await?;
+    let Listed {
+        urls,
+        metas,
+        extension,
+        base,
+    } = list(ctx, source, &table).await?;
     let root = urls.first().map(|u| u.prefix().clone()).unwrap_or_default();
-    let snapshot = check(&source.path, &root, urls.len() == 1 && urls[0].is_collection(), &metas)?;
+    let mut snapshot = check(&source.path, &root, urls.len() == 1 && urls[0].is_collection(), &metas)?;
+    if let Some(base) = base {
+        // Objects by their whole URL, as the report and the resume fingerprint show them.
+        let base = base.as_str().trim_end_matches('/').to_owned();
+        for file in &mut snapshot.files {
+            file.path = PathBuf::from(format!("{base}{}", file.path.display()));
+        }
+    }
 
     let unreadable = |source_error| SourceError::Unreadable {
         path: source.path.clone(),
@@ -119,6 +141,9 @@ pub async fn register(ctx: &SessionContext, source: &Source) -> Result<Snapshot,
 /// The one listing: a glob expanded, a file looked up, a folder listed by DataFusion (whose
 /// answer the session keeps for every later scan).
 async fn list(ctx: &SessionContext, source: &Source, table: &TableReference) -> Result<Listed, SourceError> {
+    if let Some(cloud) = source.cloud {
+        return list_remote(ctx, source, cloud, table).await;
+    }
     let list_err = |e: &dyn std::fmt::Display| SourceError::List {
         path: source.path.clone(),
         why: e.to_string(),
@@ -168,8 +193,111 @@ async fn list(ctx: &SessionContext, source: &Source, table: &TableReference) -> 
             (vec![url], metas, String::new())
         }
     };
-    Ok(Listed { urls, metas, extension })
+    Ok(Listed {
+        urls,
+        metas,
+        extension,
+        base: None,
+    })
 }
+
+/// The same listing in an object store: a glob matched as locally (`*` stays inside one
+/// folder), an object looked up, or a folder listed by DataFusion.
+async fn list_remote(
+    ctx: &SessionContext,
+    source: &Source,
+    cloud: crate::config::Cloud,
+    table: &TableReference,
+) -> Result<Listed, SourceError> {
+    use datafusion::object_store::path::Path as ObjectPath;
+    let list_err = |e: &dyn std::fmt::Display| SourceError::List {
+        path: source.path.clone(),
+        why: e.to_string(),
+    };
+    let no_match = |why: &str| SourceError::NoMatch {
+        path: source.path.clone(),
+        why: why.to_owned(),
+    };
+    let remote = store::open(&source.path, cloud, &source.storage)?;
+    ctx.register_object_store(&remote.base, remote.store.clone());
+    let url_of = |key: &str| {
+        let mut url = remote.base.clone();
+        url.set_path(&format!("/{key}"));
+        ListingTableUrl::try_new(url, None).map(|u| u.with_table_ref(table.clone()))
+    };
+    if is_glob(&remote.key) {
+        let pattern = glob::Pattern::new(&remote.key).map_err(|e| no_match(&format!("bad glob pattern: {e}")))?;
+        let fixed: Vec<&str> = remote.key.split('/').take_while(|part| !is_glob(part)).collect();
+        let prefix = ObjectPath::from_url_path(fixed.join("/")).map_err(|e| list_err(&e))?;
+        let mut metas: Vec<ObjectMeta> = remote
+            .store
+            .list(Some(&prefix))
+            .try_filter(|meta| futures::future::ready(pattern.matches_with(meta.location.as_ref(), GLOB_OPTIONS)))
+            .try_collect()
+            .await
+            .map_err(|e| list_err(&e))?;
+        if metas.is_empty() {
+            return Err(no_match("no object matches the pattern"));
+        }
+        metas.sort_by(|a, b| a.location.cmp(&b.location));
+        let urls = metas
+            .iter()
+            .map(|meta| url_of(meta.location.as_ref()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| list_err(&e))?;
+        return Ok(Listed {
+            urls,
+            metas,
+            extension: String::new(),
+            base: Some(remote.base),
+        });
+    }
+    let key = remote.key.trim_end_matches('/');
+    if !remote.key.ends_with('/') && !key.is_empty() {
+        let object = ObjectPath::from_url_path(key).map_err(|e| list_err(&e))?;
+        match remote.store.head(&object).await {
+            Ok(meta) => {
+                let url = url_of(key).map_err(|e| list_err(&e))?;
+                return Ok(Listed {
+                    urls: vec![url],
+                    metas: vec![meta],
+                    extension: String::new(),
+                    base: Some(remote.base),
+                });
+            }
+            Err(datafusion::object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(list_err(&e)),
+        }
+    }
+    let folder = match key.is_empty() {
+        true => String::new(),
+        false => format!("{key}/"),
+    };
+    let url = url_of(&folder).map_err(|e| list_err(&e))?;
+    let metas: Vec<ObjectMeta> = url
+        .list_all_files(&ctx.state(), remote.store.as_ref(), ".parquet")
+        .await
+        .map_err(|e| list_err(&e))?
+        .try_collect()
+        .await
+        .map_err(|e| list_err(&e))?;
+    if metas.is_empty() {
+        return Err(no_match("no object is there, nor any .parquet object below it"));
+    }
+    Ok(Listed {
+        urls: vec![url],
+        metas,
+        extension: ".parquet".to_owned(),
+        base: Some(remote.base),
+    })
+}
+
+/// `*` and `?` never cross a `/`, nor match a leading `.`: locally and in stores alike.
+const GLOB_OPTIONS: glob::MatchOptions = glob::MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: true,
+};
 
 /// The files a glob matches: `*` and `?` never cross a `/`, nor match a leading `.`.
 fn expand_glob(pattern: &str) -> Result<Vec<PathBuf>, SourceError> {
@@ -177,13 +305,8 @@ fn expand_glob(pattern: &str) -> Result<Vec<PathBuf>, SourceError> {
         path: pattern.to_owned(),
         why,
     };
-    let options = glob::MatchOptions {
-        case_sensitive: true,
-        require_literal_separator: true,
-        require_literal_leading_dot: true,
-    };
     let absolute = std::path::absolute(pattern).map_err(|e| no_match(e.to_string()))?;
-    let matched = glob::glob_with(&absolute.to_string_lossy(), options)
+    let matched = glob::glob_with(&absolute.to_string_lossy(), GLOB_OPTIONS)
         .map_err(|e| no_match(format!("bad glob pattern: {e}")))?;
     let mut files = Vec::new();
     for entry in matched {

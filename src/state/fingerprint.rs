@@ -32,10 +32,13 @@ pub struct Fingerprint {
 impl Fingerprint {
     pub fn of(pipeline: &Pipeline, snapshot: Vec<SnapshotFile>, sends_to: SendsTo) -> Self {
         // The source by its real path: `./pipelines/x.toml` and `pipelines/x.toml` are one export.
-        let source = std::fs::canonicalize(&pipeline.source.path)
-            .or_else(|_| std::path::absolute(&pipeline.source.path))
-            .map(|p| p.components().collect::<std::path::PathBuf>().display().to_string())
-            .unwrap_or_else(|_| pipeline.source.path.clone());
+        let source = match pipeline.source.cloud {
+            Some(_) => pipeline.source.path.clone(),
+            None => std::fs::canonicalize(&pipeline.source.path)
+                .or_else(|_| std::path::absolute(&pipeline.source.path))
+                .map(|p| p.components().collect::<std::path::PathBuf>().display().to_string())
+                .unwrap_or_else(|_| pipeline.source.path.clone()),
+        };
         Self {
             definition: format!(
                 "{source}|{}|{:?}|{:?}|{:?}|{:?}",

@@ -2,46 +2,15 @@
 //! once, every other row is accounted for.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Duration;
 
 use cm_export::emulator::{EmulatorConfig, RateLimitConfig};
-use cm_export::members::normalise;
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use serde_json::Value;
 
-use crate::support::{KEY, LIST, active_emails, emulator_with};
+use crate::support::{KEY, LIST, active_emails, emulator_with, segment_members};
 
 const ROWS: u64 = 6000;
 const SEGMENT: &str = "lifetime_value > 300";
-
-/// The addresses the segment should put on the list, computed apart from the exporter.
-async fn expected(data: &Path) -> BTreeSet<String> {
-    let ctx = SessionContext::new();
-    ctx.register_parquet("profiles", data.to_str().unwrap(), ParquetReadOptions::default())
-        .await
-        .unwrap();
-    let batches = ctx
-        .sql(&format!("SELECT email FROM profiles WHERE {SEGMENT}"))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let mut set = BTreeSet::new();
-    for batch in batches {
-        let column =
-            datafusion::arrow::compute::cast(batch.column(0), &datafusion::arrow::datatypes::DataType::Utf8).unwrap();
-        let emails = column.as_string::<i32>();
-        for i in 0..emails.len() {
-            if let Ok(email) = normalise(emails.is_valid(i).then(|| emails.value(i))) {
-                set.insert(email.to_ascii_lowercase());
-            }
-        }
-    }
-    set
-}
 
 async fn export_under(
     faults: impl FnOnce(&mut EmulatorConfig),
@@ -79,7 +48,7 @@ async fn export_under(
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap()).unwrap();
     let on_list = active_emails(&emulator);
-    let expected = expected(&data).await;
+    let expected = segment_members(&data, &format!("SELECT email FROM profiles WHERE {SEGMENT}")).await;
     // Every row is accounted for, and every unique member landed.
     let r = &report["rejected"];
     let n = |v: &Value| v.as_u64().unwrap();

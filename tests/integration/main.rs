@@ -14,5 +14,6 @@ mod official_client;
 mod outputs;
 mod resume;
 mod schedule;
+mod stores;
 mod support;
 mod sync;

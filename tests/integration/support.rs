@@ -112,3 +112,42 @@ pub async fn output(mut command: tokio::process::Command) -> (i32, String, Strin
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// The addresses `sql` (over `profiles` = the Parquet files at `data`) should put on the
+/// list, normalised and deduped apart from the exporter's own pipeline.
+pub async fn segment_members(data: &Path, sql: &str) -> std::collections::BTreeSet<String> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::prelude::{ParquetReadOptions, SessionContext};
+    let ctx = SessionContext::new();
+    ctx.register_parquet("profiles", data.to_str().unwrap(), ParquetReadOptions::default())
+        .await
+        .unwrap();
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let mut set = std::collections::BTreeSet::new();
+    for batch in batches {
+        let column =
+            datafusion::arrow::compute::cast(batch.column(0), &datafusion::arrow::datatypes::DataType::Utf8).unwrap();
+        let emails = column.as_string::<i32>();
+        for i in 0..emails.len() {
+            if let Ok(email) = cm_export::members::normalise(emails.is_valid(i).then(|| emails.value(i))) {
+                set.insert(email.to_ascii_lowercase());
+            }
+        }
+    }
+    set
+}
+
+/// A server a test needs that `.ci/run` starts: its address from `variable`. Without it the
+/// test says so in one loud line and passes, except under CI, where it fails.
+pub fn server(variable: &str, what: &str) -> Option<String> {
+    match std::env::var(variable) {
+        Ok(address) if !address.is_empty() => Some(address),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("CI must start {what} and set {variable} (see .ci/run)")
+        }
+        _ => {
+            eprintln!("SKIPPED: {what} is not running; set {variable} to run this test (.ci/run starts it)");
+            None
+        }
+    }
+}

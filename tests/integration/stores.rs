@@ -1,0 +1,144 @@
+//! Snapshots in object stores, on real local servers that `.ci/run` starts: S3 (`moto_server`,
+//! `CM_TEST_S3_ENDPOINT`) and Azure Blob / ADLS (Azurite, `CM_TEST_AZURITE_ENDPOINT`). Each
+//! export's list is checked member by member against the same files read locally.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use object_store::ObjectStoreExt;
+use object_store::aws::AmazonS3Builder;
+
+use crate::support::{KEY, LIST, active_emails, command, emulator, segment_members, server};
+
+const SEGMENT: &str = "lifetime_value > 300";
+
+/// Writes profiles to `dir/profiles` (two files) and returns their names.
+fn profiles(dir: &Path) -> Vec<std::path::PathBuf> {
+    cm_export::sample::generate(&dir.join("profiles"), 3000, 2, 17).unwrap()
+}
+
+/// Runs `cm-export run` of a pipeline reading `path` with `storage` against a fresh
+/// emulator: exit code, stderr, the list's members.
+async fn export(
+    dir: &Path,
+    path: &str,
+    storage: &str,
+    sql: &str,
+    env: &[(&str, &str)],
+) -> (i32, String, BTreeSet<String>) {
+    let emulator = emulator().await;
+    std::fs::write(
+        dir.join("connections.toml"),
+        format!(
+            "[cm]\ndisplay-name = \"T\"\ndata-privacy-consent = true\napi-key-env = \"CM_STORE_TEST_KEY\"\nexport-user = \"t\"\nbase-url = \"{}\"\n",
+            emulator.base_url()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("cloud.toml"),
+        format!(
+            "[source]\npath = \"{path}\"\n{storage}\n[[segment]]\nname = \"s\"\nsql = \"{sql}\"\n[destination]\nconnection = \"cm\"\nlist-id = \"{LIST}\"\n[mapping]\nemail = \"email\"\nname = \"full_name\"\n[options]\nbatch-size = 500\n"
+        ),
+    )
+    .unwrap();
+    let mut run = command();
+    run.args(["run", "cloud.toml", "--progress", "never"])
+        .env("CM_STORE_TEST_KEY", KEY)
+        .current_dir(dir);
+    for (name, value) in env {
+        run.env(name, value);
+    }
+    let (code, _, stderr) = crate::support::output(run).await;
+    (code, stderr, active_emails(&emulator))
+}
+
+fn s3_storage(endpoint: &str) -> String {
+    format!(
+        "[source.storage]\nendpoint = \"{endpoint}\"\nallow-http = true\nregion = \"us-east-1\"\naccess-key-id-env = \"CM_TEST_S3_KEY_ID\"\nsecret-access-key-env = \"CM_TEST_S3_SECRET\"\n"
+    )
+}
+
+const S3_KEYS: [(&str, &str); 2] = [
+    ("CM_TEST_S3_KEY_ID", "testing"),
+    ("CM_TEST_S3_SECRET", "testing-secret-f00d"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_from_s3_flat_hive_and_glob_and_refuses_a_missing_bucket() {
+    let Some(endpoint) = server("CM_TEST_S3_ENDPOINT", "a local S3 server (moto_server)") else {
+        return;
+    };
+    let bucket = format!("cm-export-test-{:08x}", rand::random::<u32>());
+    let created = reqwest::Client::new()
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{}", created.status());
+    let store = AmazonS3Builder::new()
+        .with_endpoint(&endpoint)
+        .with_allow_http(true)
+        .with_bucket_name(&bucket)
+        .with_region("us-east-1")
+        .with_access_key_id("testing")
+        .with_secret_access_key("testing-secret-f00d")
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let files = profiles(dir.path());
+    for (i, file) in files.iter().enumerate() {
+        let bytes = std::fs::read(file).unwrap();
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        for key in [
+            format!("flat/{name}"),
+            format!("hive/part={}/{name}", ["a", "b"][i % 2]),
+        ] {
+            store
+                .put(&object_store::path::Path::from(key), bytes.clone().into())
+                .await
+                .unwrap();
+        }
+    }
+    let local = dir.path().join("profiles");
+    let all = segment_members(&local, &format!("SELECT email FROM profiles WHERE {SEGMENT}")).await;
+    let storage = s3_storage(&endpoint);
+    let select = format!("SELECT * FROM profiles WHERE {SEGMENT}");
+
+    for path in [format!("s3://{bucket}/flat/"), format!("s3://{bucket}/flat/*.parquet")] {
+        let (code, stderr, on_list) = export(dir.path(), &path, &storage, &select, &S3_KEYS).await;
+        assert_eq!(code, 1, "{path}: {stderr}");
+        assert_eq!(on_list, all, "{path}");
+    }
+
+    // Hive partitions become columns, as locally.
+    let first = segment_members(&files[0], &format!("SELECT email FROM profiles WHERE {SEGMENT}")).await;
+    let (code, stderr, on_list) = export(
+        dir.path(),
+        &format!("s3://{bucket}/hive/"),
+        &storage,
+        &format!("SELECT * FROM profiles WHERE part = 'a' AND {SEGMENT}"),
+        &S3_KEYS,
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(on_list, first);
+
+    // A missing bucket: named, nothing sent, no secret in the words.
+    let missing = format!("s3://{bucket}-missing/flat/");
+    let (code, stderr, on_list) = export(dir.path(), &missing, &storage, &select, &S3_KEYS).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains(&missing), "{stderr}");
+    assert!(!stderr.contains("testing-secret-f00d"), "{stderr}");
+    assert!(on_list.is_empty());
+
+    // A secret's variable that is not set is named.
+    let (code, stderr, _) = export(dir.path(), &format!("s3://{bucket}/flat/"), &storage, &select, &[]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(
+            "`source.storage.access-key-id-env` names the environment variable `CM_TEST_S3_KEY_ID`, which is not set"
+        ),
+        "{stderr}"
+    );
+}

@@ -142,3 +142,111 @@ async fn exports_from_s3_flat_hive_and_glob_and_refuses_a_missing_bucket() {
         "{stderr}"
     );
 }
+
+/// Azurite's well-known development account.
+const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// Creates a container: the one call `object_store` does not make. Signed with the account
+/// key as Azure's Shared Key scheme says (path-style, as Azurite serves it).
+async fn create_container(endpoint: &str, container: &str) {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    let version = "2021-08-06";
+    let to_sign = format!(
+        "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{container}\nrestype:container"
+    );
+    let key = base64::engine::general_purpose::STANDARD.decode(AZURITE_KEY).unwrap();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(to_sign.as_bytes());
+    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let created = reqwest::Client::new()
+        .put(format!("{endpoint}/{container}?restype=container"))
+        .header("x-ms-date", date)
+        .header("x-ms-version", version)
+        .header("Content-Length", "0")
+        .header("Authorization", format!("SharedKey {AZURITE_ACCOUNT}:{signature}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        created.status().is_success(),
+        "{}: {}",
+        created.status(),
+        created.text().await.unwrap_or_default()
+    );
+}
+
+fn azure_storage(endpoint: &str) -> String {
+    format!(
+        "[source.storage]\nendpoint = \"{endpoint}\"\nallow-http = true\naccount-name = \"{AZURITE_ACCOUNT}\"\naccount-key-env = \"CM_TEST_AZURE_KEY\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_from_azure_blob_and_adls_paths_and_refuses_a_wrong_key() {
+    let Some(endpoint) = server("CM_TEST_AZURITE_ENDPOINT", "Azurite (azurite-blob)") else {
+        return;
+    };
+    // Azurite serves the account under its name: http://127.0.0.1:PORT/devstoreaccount1.
+    let endpoint = format!("{}/{AZURITE_ACCOUNT}", endpoint.trim_end_matches('/'));
+    let container = format!("cm-export-test-{:08x}", rand::random::<u32>());
+    create_container(&endpoint, &container).await;
+    let store = object_store::azure::MicrosoftAzureBuilder::new()
+        .with_endpoint(endpoint.clone())
+        .with_allow_http(true)
+        .with_account(AZURITE_ACCOUNT)
+        .with_access_key(AZURITE_KEY)
+        .with_container_name(&container)
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let files = profiles(dir.path());
+    for (i, file) in files.iter().enumerate() {
+        let bytes = std::fs::read(file).unwrap();
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        for key in [
+            format!("flat/{name}"),
+            format!("hive/part={}/{name}", ["a", "b"][i % 2]),
+        ] {
+            store
+                .put(&object_store::path::Path::from(key), bytes.clone().into())
+                .await
+                .unwrap();
+        }
+    }
+    let local = dir.path().join("profiles");
+    let all = segment_members(&local, &format!("SELECT email FROM profiles WHERE {SEGMENT}")).await;
+    let storage = azure_storage(&endpoint);
+    let select = format!("SELECT * FROM profiles WHERE {SEGMENT}");
+    let key = [("CM_TEST_AZURE_KEY", AZURITE_KEY)];
+    for path in [
+        format!("az://{container}/flat/"),
+        format!("abfss://{container}@{AZURITE_ACCOUNT}.dfs.core.windows.net/flat/"),
+    ] {
+        let (code, stderr, on_list) = export(dir.path(), &path, &storage, &select, &key).await;
+        assert_eq!(code, 1, "{path}: {stderr}");
+        assert_eq!(on_list, all, "{path}");
+    }
+    let first = segment_members(&files[0], &format!("SELECT email FROM profiles WHERE {SEGMENT}")).await;
+    let (code, stderr, on_list) = export(
+        dir.path(),
+        &format!("az://{container}/hive/"),
+        &storage,
+        &format!("SELECT * FROM profiles WHERE part = 'a' AND {SEGMENT}"),
+        &key,
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(on_list, first);
+
+    // Denied: another key. The URL is named, the key is not.
+    let wrong = "V3JvbmdLZXlXcm9uZ0tleVdyb25nS2V5V3JvbmdLZXk=";
+    let path = format!("az://{container}/flat/");
+    let (code, stderr, on_list) = export(dir.path(), &path, &storage, &select, &[("CM_TEST_AZURE_KEY", wrong)]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains(&path), "{stderr}");
+    assert!(!stderr.contains(wrong) && !stderr.contains(AZURITE_KEY), "{stderr}");
+    assert!(on_list.is_empty());
+}

@@ -156,3 +156,78 @@ impl Storage {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str, path: &str) -> Result<Storage, (String, String)> {
+        let wire: StorageWire = toml::from_str(text).unwrap();
+        Storage::check(wire, Cloud::of(path).transpose().unwrap())
+    }
+
+    #[test]
+    fn options_are_checked_against_the_cloud_the_path_names() {
+        assert_eq!(Cloud::of("s3://b/p/"), Some(Ok(Cloud::S3)));
+        assert_eq!(Cloud::of("abfss://c@a.dfs.core.windows.net/p"), Some(Ok(Cloud::Azure)));
+        assert_eq!(Cloud::of("gs://b/p"), Some(Ok(Cloud::Gcs)));
+        assert_eq!(Cloud::of("https://h/f.parquet"), Some(Ok(Cloud::Http)));
+        assert_eq!(Cloud::of("data/profiles"), None);
+        assert!(
+            Cloud::of("ftp://h/f")
+                .unwrap()
+                .unwrap_err()
+                .contains("`ftp://` is not a store")
+        );
+
+        let s3 = check(
+            "endpoint = \"http://127.0.0.1:9000\"\nallow-http = true\nregion = \"eu-west-1\"\naccess-key-id-env = \"K\"\nsecret-access-key-env = \"S\"",
+            "s3://b/p/",
+        )
+        .unwrap();
+        assert_eq!(
+            (s3.endpoint.as_deref(), s3.allow_http, s3.access_key_id_env.as_deref()),
+            (Some("http://127.0.0.1:9000"), true, Some("K"))
+        );
+        for (text, path, key, needle) in [
+            (
+                "account-key-env = \"K\"",
+                "s3://b/p/",
+                "source.storage.account-key-env",
+                "does not apply to s3:// paths (it is for az:// and abfss://)",
+            ),
+            (
+                "region = \"x\"",
+                "data/profiles",
+                "source.storage.region",
+                "`source.path` is a local path",
+            ),
+            (
+                "endpoint = \"http://x\"",
+                "gs://b/p",
+                "source.storage.endpoint",
+                "does not apply to gs:// paths",
+            ),
+            (
+                "access-key-id-env = \"K\"",
+                "s3://b/p/",
+                "source.storage",
+                "names only one of",
+            ),
+            (
+                "access-key-id-env = \"AKIA123 secret\"\nsecret-access-key-env = \"S\"",
+                "s3://b/p/",
+                "source.storage.access-key-id-env",
+                "never the secret itself",
+            ),
+        ] {
+            let (got_key, message) = check(text, path).unwrap_err();
+            assert_eq!(got_key, key, "{text}");
+            assert!(message.contains(needle), "{text}: {message}");
+        }
+        assert!(
+            toml::from_str::<StorageWire>("acess-key-id-env = \"K\"").is_err(),
+            "unknown keys are errors"
+        );
+    }
+}

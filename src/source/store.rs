@@ -4,7 +4,7 @@
 //! or `GOOGLE_SERVICE_ACCOUNT`, and the machine's identity where the crate supports it);
 //! `[source.storage]` adds non-secret options and names the variables of secrets.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use object_store::ObjectStore;
@@ -170,16 +170,24 @@ fn aws_file(variable: &str, name: &str) -> PathBuf {
 
 /// A profile's keys from the shared credentials file, and its region from the config file.
 fn profile_credentials(profile: &str) -> Result<Option<ProfileCredentials>, String> {
-    let read = |path: PathBuf| -> Result<Option<ini::Ini>, String> {
-        match std::fs::read_to_string(&path) {
+    read_profile(
+        profile,
+        &aws_file("AWS_SHARED_CREDENTIALS_FILE", "credentials"),
+        &aws_file("AWS_CONFIG_FILE", "config"),
+    )
+}
+
+fn read_profile(profile: &str, credentials: &Path, config: &Path) -> Result<Option<ProfileCredentials>, String> {
+    let read = |path: &Path| -> Result<Option<ini::Ini>, String> {
+        match std::fs::read_to_string(path) {
             Ok(text) => ini::Ini::load_from_str(&text)
                 .map(Some)
                 .map_err(|e| format!("cannot read the AWS file {}: {e}", path.display())),
             Err(_) => Ok(None),
         }
     };
-    let credentials = read(aws_file("AWS_SHARED_CREDENTIALS_FILE", "credentials"))?;
-    let config = read(aws_file("AWS_CONFIG_FILE", "config"))?;
+    let credentials = read(credentials)?;
+    let config = read(config)?;
     let config_section = match profile {
         "default" => "default".to_owned(),
         other => format!("profile {other}"),
@@ -202,4 +210,68 @@ fn profile_credentials(profile: &str) -> Result<Option<ProfileCredentials>, Stri
         token: section.get("aws_session_token").map(str::to_owned),
         region,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(path: &str, cloud: Cloud, storage: &Storage) -> String {
+        match open(path, cloud, storage) {
+            Ok(_) => panic!("{path} opened"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn refuses_plain_http_off_loopback_and_names_unset_variables() {
+        let plain = error("http://files.example.com/a.parquet", Cloud::Http, &Storage::default());
+        assert!(
+            plain.contains("plain http would carry the snapshot unencrypted"),
+            "{plain}"
+        );
+        assert!(open("http://127.0.0.1:8000/a.parquet", Cloud::Http, &Storage::default()).is_ok());
+        let remote = open(
+            "https://files.example.com/data/a.parquet",
+            Cloud::Http,
+            &Storage::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (remote.base.as_str(), remote.key.as_str()),
+            ("https://files.example.com/", "data/a.parquet")
+        );
+
+        let storage = Storage {
+            access_key_id_env: Some("CM_EXPORT_TEST_UNSET_ID".into()),
+            secret_access_key_env: Some("CM_EXPORT_TEST_UNSET_SECRET".into()),
+            ..Storage::default()
+        };
+        let unset = error("s3://bucket/p/", Cloud::S3, &storage);
+        assert!(
+            unset.contains("`s3://bucket/p/`")
+                && unset.contains("`source.storage.access-key-id-env` names the environment variable `CM_EXPORT_TEST_UNSET_ID`, which is not set"),
+            "{unset}"
+        );
+    }
+
+    #[test]
+    fn a_named_profile_is_read_from_the_aws_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let credentials = dir.path().join("credentials");
+        let config = dir.path().join("config");
+        std::fs::write(&credentials, "[default]\naws_access_key_id = D\naws_secret_access_key = DS\n[analytics]\naws_access_key_id = A\naws_secret_access_key = AS\naws_session_token = T\n").unwrap();
+        std::fs::write(&config, "[profile analytics]\nregion = eu-central-1\n").unwrap();
+        let found = read_profile("analytics", &credentials, &config).unwrap().unwrap();
+        assert_eq!(
+            (
+                found.key_id.as_str(),
+                found.secret_key.as_str(),
+                found.token.as_deref(),
+                found.region.as_deref()
+            ),
+            ("A", "AS", Some("T"), Some("eu-central-1"))
+        );
+        assert!(read_profile("other", &credentials, &config).unwrap().is_none());
+    }
 }

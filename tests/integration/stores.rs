@@ -113,6 +113,7 @@ async fn exports_from_s3_flat_hive_and_glob_and_refuses_a_missing_bucket() {
 
     // Hive partitions become columns, as locally.
     let first = segment_members(&files[0], &format!("SELECT email FROM profiles WHERE {SEGMENT}")).await;
+
     let (code, stderr, on_list) = export(
         dir.path(),
         &format!("s3://{bucket}/hive/"),
@@ -249,4 +250,34 @@ async fn exports_from_azure_blob_and_adls_paths_and_refuses_a_wrong_key() {
     assert!(stderr.contains(&path), "{stderr}");
     assert!(!stderr.contains(wrong) && !stderr.contains(AZURITE_KEY), "{stderr}");
     assert!(on_list.is_empty());
+}
+
+/// A file served over HTTP, as `https://host/file.parquet` is read (HEAD, then ranged GETs);
+/// plain http is allowed to loopback only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_one_file_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = profiles(dir.path());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let files_dir = dir.path().join("profiles");
+    let app = axum::Router::new().fallback_service(tower_http::services::ServeDir::new(files_dir));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    let select = format!("SELECT * FROM profiles WHERE {SEGMENT}");
+    let first = segment_members(&files[0], &format!("SELECT email FROM profiles WHERE {SEGMENT}")).await;
+    let (code, stderr, on_list) = export(dir.path(), &format!("http://{address}/{name}"), "", &select, &[]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(on_list, first);
+
+    let (code, stderr, _) = export(
+        dir.path(),
+        &format!("http://{address}/missing.parquet"),
+        "",
+        &select,
+        &[],
+    )
+    .await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("missing.parquet"), "{stderr}");
 }

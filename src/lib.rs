@@ -26,7 +26,8 @@
 //!   atomically written files.
 //! - [`segment`]: runs segment SQL read-only, registers each segment as a view, and builds
 //!   the export query that projects the mapped columns.
-//! - [`source`]: the snapshot's files, decided by one listing, registered as a table.
+//! - [`source`]: the snapshot's files, on disk or in an object store (S3, Azure, GCS,
+//!   HTTPS), decided by one listing, registered as a table.
 //! - [`engine`]: where queries run: DataFusion on threads with deep stacks.
 //! - [`config`]: pipeline (`pipelines/NAME.toml`) and connection (`connections.toml`)
 //!   definitions, parsed strictly into checked types before any other I/O.

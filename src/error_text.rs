@@ -41,6 +41,32 @@ pub fn redact(text: &str) -> String {
     out
 }
 
+/// The query of every URL in `text` cut to `?…`: a store's errors quote the URLs they
+/// requested, and a query may carry a signature (an Azure SAS token, a presigned URL).
+pub fn hide_queries(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_url = false;
+    let mut hiding = false;
+    let mut word_start = 0;
+    for (i, c) in text.char_indices() {
+        if c.is_whitespace() || matches!(c, '`' | '"' | '\'' | '<' | '>' | ')' | '(') {
+            in_url = false;
+            hiding = false;
+            word_start = i + c.len_utf8();
+        } else if !in_url && text[word_start..i + c.len_utf8()].ends_with("://") {
+            in_url = true;
+        } else if in_url && c == '?' && !hiding {
+            hiding = true;
+            out.push_str("?…");
+            continue;
+        }
+        if !hiding {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Any word holding an `@` masked as logs mask addresses (`j***@example.com`): for error
 /// text that does not quote data, yet may name an address (a literal in segment SQL).
 pub fn mask_addresses(text: &str) -> String {
@@ -64,6 +90,17 @@ pub fn mask_addresses(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queries_of_urls_are_hidden() {
+        assert_eq!(
+            hide_queries(
+                "Error performing GET https://a.blob.core.windows.net/c/x?sv=2021&sig=SECRET in 3ms - why? because"
+            ),
+            "Error performing GET https://a.blob.core.windows.net/c/x?… in 3ms - why? because"
+        );
+        assert_eq!(hide_queries("`s3://b/k?x=1`, then"), "`s3://b/k?…`, then");
+    }
 
     #[test]
     fn masks_quoted_values_and_addresses() {

@@ -212,7 +212,7 @@ async fn list_remote(
     use datafusion::object_store::path::Path as ObjectPath;
     let list_err = |e: &dyn std::fmt::Display| SourceError::List {
         path: source.path.clone(),
-        why: e.to_string(),
+        why: crate::error_text::hide_queries(&e.to_string()),
     };
     let no_match = |why: &str| SourceError::NoMatch {
         path: source.path.clone(),

@@ -31,7 +31,7 @@ pub struct Remote {
 pub fn open(path: &str, cloud: Cloud, storage: &Storage) -> Result<Remote, SourceError> {
     let error = |why: String| SourceError::Store {
         path: path.to_owned(),
-        why,
+        why: crate::error_text::hide_queries(&why),
     };
     let url = Url::parse(path).map_err(|e| error(format!("not a valid URL: {e}")))?;
     let base = Url::parse(&url[..url::Position::BeforePath]).map_err(|e| error(e.to_string()))?;
@@ -91,8 +91,9 @@ fn s3(path: &str, storage: &Storage) -> Result<object_store::aws::AmazonS3, Stri
                 builder = builder.with_token(token);
             }
         }
-        // Variables first, as every AWS tool does; then a profile; then the machine's role.
-        _ if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() => {
+        // A profile named here first; then the variables, as every AWS tool reads them; then
+        // `AWS_PROFILE` or `default`; then the machine's role.
+        _ if storage.profile.is_some() || std::env::var_os("AWS_ACCESS_KEY_ID").is_none() => {
             let profile = storage
                 .profile
                 .clone()

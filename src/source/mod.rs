@@ -171,13 +171,7 @@ async fn list(ctx: &SessionContext, source: &Source, table: &TableReference) -> 
                 .map_err(|e| list_err(&e))?
                 .with_table_ref(table.clone());
             let store = ctx.runtime_env().object_store(&url).map_err(|e| list_err(&e))?;
-            let metas: Vec<ObjectMeta> = url
-                .list_all_files(&ctx.state(), store.as_ref(), ".parquet")
-                .await
-                .map_err(|e| list_err(&e))?
-                .try_collect()
-                .await
-                .map_err(|e| list_err(&e))?;
+            let metas = list_folder(ctx, &url, store.as_ref()).await.map_err(|e| list_err(&e))?;
             if metas.is_empty() {
                 return Err(SourceError::NoMatch {
                     path: source.path.clone(),
@@ -274,11 +268,7 @@ async fn list_remote(
         false => format!("{key}/"),
     };
     let url = url_of(&folder).map_err(|e| list_err(&e))?;
-    let metas: Vec<ObjectMeta> = url
-        .list_all_files(&ctx.state(), remote.store.as_ref(), ".parquet")
-        .await
-        .map_err(|e| list_err(&e))?
-        .try_collect()
+    let metas = list_folder(ctx, &url, remote.store.as_ref())
         .await
         .map_err(|e| list_err(&e))?;
     if metas.is_empty() {
@@ -290,6 +280,19 @@ async fn list_remote(
         extension: ".parquet".to_owned(),
         base: Some(remote.base),
     })
+}
+
+/// Every `.parquet` file below `url`, through DataFusion's listing, whose answer the session
+/// keeps for every later scan of the run.
+async fn list_folder(
+    ctx: &SessionContext,
+    url: &ListingTableUrl,
+    store: &dyn ObjectStore,
+) -> Result<Vec<ObjectMeta>, DataFusionError> {
+    url.list_all_files(&ctx.state(), store, ".parquet")
+        .await?
+        .try_collect()
+        .await
 }
 
 /// `*` and `?` never cross a `/`, nor match a leading `.`: locally and in stores alike.

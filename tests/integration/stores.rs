@@ -17,6 +17,26 @@ fn profiles(dir: &Path) -> Vec<std::path::PathBuf> {
     cm_export::sample::generate(&dir.join("profiles"), 3000, 2, 17).unwrap()
 }
 
+/// Writes profiles locally and uploads them to `store` twice: flat (`flat/NAME`) and as Hive
+/// partitions (`hive/part=a/`, `hive/part=b/`); returns the local files.
+async fn upload(store: &dyn object_store::ObjectStore, dir: &Path) -> Vec<std::path::PathBuf> {
+    let files = profiles(dir);
+    for (i, file) in files.iter().enumerate() {
+        let bytes = std::fs::read(file).unwrap();
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        for key in [
+            format!("flat/{name}"),
+            format!("hive/part={}/{name}", ["a", "b"][i % 2]),
+        ] {
+            store
+                .put(&object_store::path::Path::from(key), bytes.clone().into())
+                .await
+                .unwrap();
+        }
+    }
+    files
+}
+
 /// Runs `cm-export run` of a pipeline reading `path` with `storage` against a fresh
 /// emulator: exit code, stderr, the list's members.
 async fn export(
@@ -86,20 +106,7 @@ async fn exports_from_s3_flat_hive_and_glob_and_refuses_a_missing_bucket() {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let files = profiles(dir.path());
-    for (i, file) in files.iter().enumerate() {
-        let bytes = std::fs::read(file).unwrap();
-        let name = file.file_name().unwrap().to_string_lossy().into_owned();
-        for key in [
-            format!("flat/{name}"),
-            format!("hive/part={}/{name}", ["a", "b"][i % 2]),
-        ] {
-            store
-                .put(&object_store::path::Path::from(key), bytes.clone().into())
-                .await
-                .unwrap();
-        }
-    }
+    let files = upload(&store, dir.path()).await;
     let local = dir.path().join("profiles");
     let all = segment_members(&local, &format!("SELECT email FROM profiles WHERE {SEGMENT}")).await;
     let storage = s3_storage(&endpoint);
@@ -203,20 +210,7 @@ async fn exports_from_azure_blob_and_adls_paths_and_refuses_a_wrong_key() {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let files = profiles(dir.path());
-    for (i, file) in files.iter().enumerate() {
-        let bytes = std::fs::read(file).unwrap();
-        let name = file.file_name().unwrap().to_string_lossy().into_owned();
-        for key in [
-            format!("flat/{name}"),
-            format!("hive/part={}/{name}", ["a", "b"][i % 2]),
-        ] {
-            store
-                .put(&object_store::path::Path::from(key), bytes.clone().into())
-                .await
-                .unwrap();
-        }
-    }
+    let files = upload(&store, dir.path()).await;
     let local = dir.path().join("profiles");
     let all = segment_members(&local, &format!("SELECT email FROM profiles WHERE {SEGMENT}")).await;
     let storage = azure_storage(&endpoint);

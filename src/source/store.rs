@@ -47,9 +47,12 @@ pub fn open(path: &str, cloud: Cloud, storage: &Storage) -> Result<Remote, Sourc
                 .map_err(|e| error(e.to_string()))?,
         ),
         Cloud::Http => {
-            let loopback = url
-                .host_str()
-                .is_some_and(|h| h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()));
+            let loopback = match url.host() {
+                Some(url::Host::Domain(name)) => name == "localhost",
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
             if url.scheme() == "http" && !loopback && !storage.allow_http {
                 return Err(error(
                     "plain http would carry the snapshot unencrypted; use https, or `allow-http = true` in [source.storage] for a server you trust".to_owned(),
@@ -231,7 +234,13 @@ mod tests {
             plain.contains("plain http would carry the snapshot unencrypted"),
             "{plain}"
         );
-        assert!(open("http://127.0.0.1:8000/a.parquet", Cloud::Http, &Storage::default()).is_ok());
+        for loopback in [
+            "http://127.0.0.1:8000/a.parquet",
+            "http://[::1]:8000/a.parquet",
+            "http://localhost/a.parquet",
+        ] {
+            assert!(open(loopback, Cloud::Http, &Storage::default()).is_ok(), "{loopback}");
+        }
         let remote = open(
             "https://files.example.com/data/a.parquet",
             Cloud::Http,

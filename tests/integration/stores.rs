@@ -73,6 +73,31 @@ async fn export(
     (code, stderr, active_emails(&emulator))
 }
 
+/// Each of `flat` (the uploaded files) puts the segment's members on the list; `hive` (the
+/// same files as `part=a`, `part=b`) has the partition as a column, as locally.
+async fn exports_flat_and_hive(
+    dir: &Path,
+    files: &[std::path::PathBuf],
+    flat: &[String],
+    hive: &str,
+    storage: &str,
+    env: &[(&str, &str)],
+) {
+    let members = format!("SELECT email FROM profiles WHERE {SEGMENT}");
+    let all = segment_members(&dir.join("profiles"), &members).await;
+    let select = format!("SELECT * FROM profiles WHERE {SEGMENT}");
+    for path in flat {
+        let (code, stderr, on_list) = export(dir, path, storage, &select, env).await;
+        assert_eq!(code, 1, "{path}: {stderr}");
+        assert_eq!(on_list, all, "{path}");
+    }
+    let first = segment_members(&files[0], &members).await;
+    let part_a = format!("SELECT * FROM profiles WHERE part = 'a' AND {SEGMENT}");
+    let (code, stderr, on_list) = export(dir, hive, storage, &part_a, env).await;
+    assert_eq!(code, 1, "{hive}: {stderr}");
+    assert_eq!(on_list, first, "{hive}");
+}
+
 fn s3_storage(endpoint: &str) -> String {
     format!(
         "[source.storage]\nendpoint = \"{endpoint}\"\nallow-http = true\nregion = \"us-east-1\"\naccess-key-id-env = \"CM_TEST_S3_KEY_ID\"\nsecret-access-key-env = \"CM_TEST_S3_SECRET\"\n"
@@ -107,30 +132,18 @@ async fn exports_from_s3_flat_hive_and_glob_and_refuses_a_missing_bucket() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let files = upload(&store, dir.path()).await;
-    let local = dir.path().join("profiles");
-    let all = segment_members(&local, &format!("SELECT email FROM profiles WHERE {SEGMENT}")).await;
     let storage = s3_storage(&endpoint);
-    let select = format!("SELECT * FROM profiles WHERE {SEGMENT}");
-
-    for path in [format!("s3://{bucket}/flat/"), format!("s3://{bucket}/flat/*.parquet")] {
-        let (code, stderr, on_list) = export(dir.path(), &path, &storage, &select, &S3_KEYS).await;
-        assert_eq!(code, 1, "{path}: {stderr}");
-        assert_eq!(on_list, all, "{path}");
-    }
-
-    // Hive partitions become columns, as locally.
-    let first = segment_members(&files[0], &format!("SELECT email FROM profiles WHERE {SEGMENT}")).await;
-
-    let (code, stderr, on_list) = export(
+    let flat = [format!("s3://{bucket}/flat/"), format!("s3://{bucket}/flat/*.parquet")];
+    exports_flat_and_hive(
         dir.path(),
+        &files,
+        &flat,
         &format!("s3://{bucket}/hive/"),
         &storage,
-        &format!("SELECT * FROM profiles WHERE part = 'a' AND {SEGMENT}"),
         &S3_KEYS,
     )
     .await;
-    assert_eq!(code, 1, "{stderr}");
-    assert_eq!(on_list, first);
+    let select = format!("SELECT * FROM profiles WHERE {SEGMENT}");
 
     // A missing bucket: named, nothing sent, no secret in the words.
     let missing = format!("s3://{bucket}-missing/flat/");
@@ -211,30 +224,22 @@ async fn exports_from_azure_blob_and_adls_paths_and_refuses_a_wrong_key() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let files = upload(&store, dir.path()).await;
-    let local = dir.path().join("profiles");
-    let all = segment_members(&local, &format!("SELECT email FROM profiles WHERE {SEGMENT}")).await;
     let storage = azure_storage(&endpoint);
-    let select = format!("SELECT * FROM profiles WHERE {SEGMENT}");
     let key = [("CM_TEST_AZURE_KEY", AZURITE_KEY)];
-    for path in [
+    let flat = [
         format!("az://{container}/flat/"),
         format!("abfss://{container}@{AZURITE_ACCOUNT}.dfs.core.windows.net/flat/"),
-    ] {
-        let (code, stderr, on_list) = export(dir.path(), &path, &storage, &select, &key).await;
-        assert_eq!(code, 1, "{path}: {stderr}");
-        assert_eq!(on_list, all, "{path}");
-    }
-    let first = segment_members(&files[0], &format!("SELECT email FROM profiles WHERE {SEGMENT}")).await;
-    let (code, stderr, on_list) = export(
+    ];
+    exports_flat_and_hive(
         dir.path(),
+        &files,
+        &flat,
         &format!("az://{container}/hive/"),
         &storage,
-        &format!("SELECT * FROM profiles WHERE part = 'a' AND {SEGMENT}"),
         &key,
     )
     .await;
-    assert_eq!(code, 1, "{stderr}");
-    assert_eq!(on_list, first);
+    let select = format!("SELECT * FROM profiles WHERE {SEGMENT}");
 
     // Denied: another key. The URL is named, the key is not.
     let wrong = "V3JvbmdLZXlXcm9uZ0tleVdyb25nS2V5V3JvbmdLZXk=";

@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::error::ExportError;
 use super::options::RunOptions;
 use super::preflight::check_cap;
-use super::progress::Progress;
+use super::progress::{Progress, Work};
 use super::scan::Scan;
 use super::tracking::{self, Tracking};
 use crate::campaign_monitor::ImportSubscriber;
@@ -151,7 +151,7 @@ pub async fn plan(pipeline: &Pipeline, options: &RunOptions) -> Result<Plan, Exp
     })
     .await?;
     let source_files = query.get().snapshot.files.len();
-    let progress = Progress::start(options.progress, rows_expected, &pipeline.name);
+    let progress = Progress::start(options.progress, Work::Scan, rows_expected, &pipeline.name);
     let extractor = Extractor::new(query.get().layout.clone());
     let rows = engine::stream(query, |query| query.export.clone());
     let mut scan = Scan::new(rows, extractor, progress.counters.clone());

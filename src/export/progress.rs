@@ -1,5 +1,5 @@
-//! Progress: a bar on a terminal (rows scanned, members sent, rate, ETA), a log line every
-//! few seconds elsewhere.
+//! Progress: a bar on a terminal (rows scanned and members sent, or mirror's removals;
+//! rate, ETA), a log line every few seconds elsewhere.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -23,6 +23,24 @@ pub struct Counters {
     pub sent: AtomicU64,
 }
 
+/// What is being counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// `rows` scanned of the export query, `sent` members accepted.
+    Scan,
+    /// `rows` counts mirror's removals answered.
+    Removals,
+}
+
+impl Work {
+    fn unit(self) -> &'static str {
+        match self {
+            Work::Scan => "rows",
+            Work::Removals => "removals",
+        }
+    }
+}
+
 pub struct Progress {
     pub counters: Arc<Counters>,
     ticker: tokio::task::JoinHandle<()>,
@@ -30,8 +48,9 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// `total_rows`: the rows the export query will yield, for the bar's length and ETA.
-    pub fn start(mode: ProgressMode, total_rows: u64, what: &str) -> Self {
+    /// `total`: the rows the export query will yield (or the removals to make), for the
+    /// bar's length and ETA.
+    pub fn start(mode: ProgressMode, work: Work, total: u64, what: &str) -> Self {
         let counters = Arc::new(Counters::default());
         let show_bar = match mode {
             ProgressMode::Always => true,
@@ -39,16 +58,17 @@ impl Progress {
             ProgressMode::Auto => std::io::stderr().is_terminal(),
         };
         let bar = show_bar.then(|| {
-            let bar = ProgressBar::with_draw_target(Some(total_rows), ProgressDrawTarget::stderr_with_hz(8));
+            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(8));
+            let unit = work.unit();
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} {prefix} [{bar:30}] {human_pos}/{human_len} rows  {msg}  {rate}  ETA {eta}",
-                )
+                ProgressStyle::with_template(&format!(
+                    "{{spinner}} {{prefix}} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit}  {{msg}}  {{rate}}  ETA {{eta}}"
+                ))
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .with_key(
                     "rate",
-                    |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                        let _ = w.write_str(&rate(state.per_sec()));
+                    move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = w.write_str(&rate(state.per_sec(), unit));
                     },
                 )
                 .progress_chars("=> "),
@@ -71,12 +91,14 @@ impl Progress {
                     interval.tick().await;
                     let rows = counters.rows.load(Ordering::Relaxed);
                     let sent = counters.sent.load(Ordering::Relaxed);
-                    match &bar {
-                        Some(bar) => {
+                    match (&bar, work) {
+                        (Some(bar), Work::Scan) => {
                             bar.set_position(rows);
                             bar.set_message(format!("{sent} members sent"));
                         }
-                        None => tracing::info!(rows_scanned = rows, members_sent = sent, "progress"),
+                        (Some(bar), Work::Removals) => bar.set_position(rows),
+                        (None, Work::Scan) => tracing::info!(rows_scanned = rows, members_sent = sent, "progress"),
+                        (None, Work::Removals) => tracing::info!(removals_answered = rows, of = total, "removing"),
                     }
                 }
             })
@@ -93,8 +115,8 @@ impl Progress {
     }
 }
 
-/// Rows a second as people read them: `90,987 rows/s`, not `90,987.4509/s`.
-fn rate(per_second: f64) -> String {
+/// A rate as people read it: `90,987 rows/s`, not `90,987.4509/s`.
+fn rate(per_second: f64, unit: &str) -> String {
     let whole = per_second.max(0.0).round() as u64;
     let digits = whole.to_string();
     let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
@@ -104,7 +126,7 @@ fn rate(per_second: f64) -> String {
         }
         grouped.push(digit);
     }
-    format!("{grouped} rows/s")
+    format!("{grouped} {unit}/s")
 }
 
 #[cfg(test)]
@@ -113,8 +135,8 @@ mod tests {
 
     #[test]
     fn the_rate_is_whole_rows_a_second() {
-        assert_eq!(rate(90_987.450_9), "90,987 rows/s");
-        assert_eq!(rate(0.4), "0 rows/s");
-        assert_eq!(rate(1_234_567.0), "1,234,567 rows/s");
+        assert_eq!(rate(90_987.450_9, "rows"), "90,987 rows/s");
+        assert_eq!(rate(0.4, "rows"), "0 rows/s");
+        assert_eq!(rate(1_234_567.0, "removals"), "1,234,567 removals/s");
     }
 }

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -24,6 +25,8 @@ pub struct Remover<'a> {
     pub limit: &'a mut Concurrency,
     pub journal: &'a mut Journal,
     pub tally: &'a mut Tally,
+    /// Removals answered so far, for the progress display.
+    pub answered: &'a AtomicU64,
 }
 
 impl Remover<'_> {
@@ -48,6 +51,7 @@ impl Remover<'_> {
                 Some((key, removed)) = in_flight.next() => {
                     self.limit.on_answer(removed.rate_limited > 0, removed.latency);
                     self.tally.removal(&key, &removed);
+                    self.answered.fetch_add(1, Ordering::Relaxed);
                     let journaled = match removed.outcome {
                         RemovalOutcome::Removed => self.journal.dropped(&Dropped::Removed(key)),
                         RemovalOutcome::Gone(_) => self.journal.dropped(&Dropped::Gone(key)),

@@ -25,7 +25,7 @@ use super::dispatch::{Dispatched, Dispatcher};
 use super::error::ExportError;
 use super::options::{RunOptions, StopReason, now_rfc3339};
 use super::preflight::{self, Ready};
-use super::progress::Progress;
+use super::progress::{Progress, Work};
 use super::remove::Remover;
 use super::scan::Scan;
 use super::send::Sender;
@@ -277,7 +277,7 @@ async fn send(
         client,
         rows_expected,
     } = ready;
-    let progress = Progress::start(options.progress, rows_expected, &pipeline.name);
+    let progress = Progress::start(options.progress, Work::Scan, rows_expected, &pipeline.name);
     let concurrency = pipeline.options.concurrency.get();
     let (batches, taken) = mpsc::channel(concurrency * 2);
     let batcher = Batcher {
@@ -326,15 +326,20 @@ async fn send(
                 members = tracking.leaving.len(),
                 "removing members who left the segment"
             );
-            Remover {
+            let total = tracking.leaving.len() as u64;
+            let progress = Progress::start(options.progress, Work::Removals, total, &pipeline.name);
+            let removed = Remover {
                 sender,
                 how,
                 limit: &mut limit,
                 journal: &mut checkpoint.journal,
                 tally,
+                answered: &progress.counters.rows,
             }
             .run(tracking.leaving.clone(), &mut stop)
-            .await
+            .await;
+            progress.finish();
+            removed
         }
         (dispatched, _) => dispatched,
     };

@@ -97,15 +97,15 @@ impl Connection {
             message,
         };
         let from_env = |var: &str, what: &str| -> Result<Secret, ConfigError> {
-            match std::env::var(var) {
-                Ok(v) if !v.trim().is_empty() => Ok(Secret::new(v.trim())),
-                Ok(_) => Err(secret_err(format!(
-                    "environment variable `{var}` is empty; put the {what} in it"
-                ))),
-                Err(_) => Err(secret_err(format!(
-                    "environment variable `{var}` is not set; export the {what} in it"
-                ))),
-            }
+            env_secret(var).map(Secret::new).map_err(|missing| {
+                secret_err(format!(
+                    "environment variable `{var}` {missing}; {} the {what} in it",
+                    match missing {
+                        Missing::Unset => "export",
+                        Missing::Empty => "put",
+                    }
+                ))
+            })
         };
         match &self.credentials {
             CredentialSource::ApiKeyEnv(var) => Ok(Credentials::ApiKey(from_env(var, "API key")?)),
@@ -272,6 +272,32 @@ impl Connections {
                         .join(", ")
                 },
             })
+    }
+}
+
+/// Why a secret's environment variable gave nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    Unset,
+    Empty,
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Missing::Unset => "is not set",
+            Missing::Empty => "is empty",
+        })
+    }
+}
+
+/// The secret in the environment variable `var`, trimmed (a value pasted with its newline
+/// still works).
+pub fn env_secret(var: &str) -> Result<String, Missing> {
+    match std::env::var(var) {
+        Ok(value) if !value.trim().is_empty() => Ok(value.trim().to_owned()),
+        Ok(_) => Err(Missing::Empty),
+        Err(_) => Err(Missing::Unset),
     }
 }
 

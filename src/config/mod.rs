@@ -8,7 +8,7 @@ mod schedule;
 mod storage;
 mod webhook_url;
 
-pub use connection::{CONNECTIONS_ENV, Connection, Connections, CredentialSource, UsableBy};
+pub use connection::{CONNECTIONS_ENV, Connection, Connections, CredentialSource, Missing, UsableBy, env_secret};
 pub use error::ConfigError;
 pub use pipeline::{Consent, Destination, Mapping, MaxRemovals, Mode, Options, Pipeline, Removal, Segment, Source};
 pub use schedule::Schedule;

@@ -68,6 +68,31 @@ enum Failure {
     Busy { status: u16, reason: String },
 }
 
+impl Failure {
+    /// What the caller is told once the retries are over, after `attempts` requests.
+    fn into_api_failure(self, attempts: u64) -> ApiFailure {
+        match self {
+            Failure::Refused(failure) => failure,
+            Failure::Busy { status, reason } => ApiFailure {
+                status,
+                code: if status == 429 { 429 } else { 0 },
+                message: format!("gave up after {attempts} attempts; last: {reason}"),
+            },
+        }
+    }
+}
+
+/// A removal that did not go through: "not in the list" means it is already done.
+fn removal_failure(failure: Failure, tries: &Mutex<Tries>) -> RemovalOutcome {
+    match failure {
+        Failure::Refused(failure) if failure.code == NOT_IN_LIST => RemovalOutcome::Gone("not in the list".to_owned()),
+        failure => {
+            let attempts = tries.lock().unwrap_or_else(|p| p.into_inner()).requests;
+            RemovalOutcome::Failed(failure.into_api_failure(attempts))
+        }
+    }
+}
+
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -101,12 +126,7 @@ impl Sender {
         let requests = tries.requests;
         let delivery = match outcome {
             Ok(delivery) => delivery,
-            Err(Failure::Refused(failure)) => Delivery::Failed(failure),
-            Err(Failure::Busy { status, reason }) => Delivery::Failed(ApiFailure {
-                status,
-                code: if status == 429 { 429 } else { 0 },
-                message: format!("gave up after {requests} attempts; last: {reason}"),
-            }),
+            Err(failure) => Delivery::Failed(failure.into_api_failure(requests)),
         };
         Sent {
             batch,
@@ -146,7 +166,7 @@ impl Sender {
                     calls += 1;
                     match retry(&self.backoff, || self.member_call(key, which, &tries)).await {
                         Ok(_) => RemovalOutcome::Removed,
-                        Err(failure) => self.removal_failure(failure),
+                        Err(failure) => removal_failure(failure, &tries),
                     }
                 }
                 Ok(details) => RemovalOutcome::Gone(details.state),
@@ -156,7 +176,7 @@ impl Sender {
                     message: format!("the subscriber's details could not be read: {e}"),
                 }),
             },
-            Err(failure) => self.removal_failure(failure),
+            Err(failure) => removal_failure(failure, &tries),
         };
         let tries = tries.into_inner().unwrap_or_else(|p| p.into_inner());
         Removed {
@@ -165,20 +185,6 @@ impl Sender {
             retries: tries.requests.saturating_sub(calls),
             rate_limited: tries.rate_limited,
             latency: tries.latency,
-        }
-    }
-
-    fn removal_failure(&self, failure: Failure) -> RemovalOutcome {
-        match failure {
-            Failure::Refused(failure) if failure.code == NOT_IN_LIST => {
-                RemovalOutcome::Gone("not in the list".to_owned())
-            }
-            Failure::Refused(failure) => RemovalOutcome::Failed(failure),
-            Failure::Busy { status, reason } => RemovalOutcome::Failed(ApiFailure {
-                status,
-                code: if status == 429 { 429 } else { 0 },
-                message: format!("gave up: {reason}"),
-            }),
         }
     }
 

@@ -15,7 +15,7 @@ use object_store::http::HttpBuilder;
 use url::Url;
 
 use super::SourceError;
-use crate::config::{Cloud, Storage};
+use crate::config::{Cloud, Storage, env_secret};
 
 /// A snapshot's store, and where in it the snapshot is.
 pub struct Remote {
@@ -74,12 +74,9 @@ pub fn open(path: &str, cloud: Cloud, storage: &Storage) -> Result<Remote, Sourc
 /// The value of the variable `[source.storage] {key}` names.
 fn secret(key: &str, name: &Option<String>) -> Result<Option<String>, String> {
     let Some(name) = name else { return Ok(None) };
-    match std::env::var(name) {
-        Ok(value) if !value.is_empty() => Ok(Some(value)),
-        _ => Err(format!(
-            "`source.storage.{key}` names the environment variable `{name}`, which is not set"
-        )),
-    }
+    env_secret(name)
+        .map(Some)
+        .map_err(|missing| format!("`source.storage.{key}` names the environment variable `{name}`, which {missing}"))
 }
 
 fn s3(path: &str, storage: &Storage) -> Result<object_store::aws::AmazonS3, String> {

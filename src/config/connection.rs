@@ -144,6 +144,11 @@ impl Connections {
             path: path.to_owned(),
             source,
         })?;
+        // Editors and `>` empty the file before writing it: caught in between, it must read
+        // as unfinished, never as "no connections" (which would cancel every export's runs).
+        if text.is_empty() {
+            return Err(ConfigError::EmptyFile { path: path.to_owned() });
+        }
         Self::parse(path, &text)
     }
 

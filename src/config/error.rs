@@ -9,6 +9,8 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    #[error("`{}` is empty (still being written?); it must define the connections", path.display())]
+    EmptyFile { path: PathBuf },
     #[error("failed to parse `{}`", path.display())]
     Parse {
         path: PathBuf,

@@ -58,6 +58,8 @@ mod tests {
 
         std::fs::write(&destination.connections_file, "[cm\n").unwrap();
         assert_eq!(gone(&destination), None, "half-saved is not removed");
+        std::fs::write(&destination.connections_file, "").unwrap();
+        assert_eq!(gone(&destination), None, "emptied to be written is not removed");
         std::fs::write(
             &destination.connections_file,
             connection.replace("data-privacy-consent = true\n", ""),

@@ -29,6 +29,8 @@
 //! - [`source`]: the snapshot's files, on disk or in an object store (S3, Azure, GCS,
 //!   HTTPS), decided by one listing, registered as a table.
 //! - [`engine`]: where queries run: DataFusion on threads with deep stacks.
+//! - `ballista` (cargo feature `ballista`): segment queries on a Ballista cluster, their rows
+//!   streamed back.
 //! - [`config`]: pipeline (`pipelines/NAME.toml`) and connection (`connections.toml`)
 //!   definitions, parsed strictly into checked types before any other I/O.
 //! - [`members`]: normalises, validates and dedupes addresses; pure and hot.
@@ -42,6 +44,8 @@
 //! calls these modules and maps outcomes to exit codes.
 
 pub mod alert;
+#[cfg(feature = "ballista")]
+pub mod ballista;
 pub mod campaign_monitor;
 pub mod config;
 pub mod emulator;

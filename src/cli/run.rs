@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use cm_export::campaign_monitor::{BaseUrl, Credentials, Secret};
-use cm_export::config::{Connection, Connections, Pipeline};
+use cm_export::config::{Connection, Connections, Engine, Pipeline};
 use cm_export::emulator::{Emulator, EmulatorConfig};
 use cm_export::export::{self, ProgressMode, RunOptions, StopReason};
 
@@ -34,6 +34,10 @@ pub struct RunArgs {
     /// segment is empty, remove up to N at all).
     #[arg(long, value_name = "N", default_value_t = 0)]
     allow_removals: u64,
+    /// Run the queries on this Ballista scheduler (`df://HOST:PORT`), or `in-process`;
+    /// overrides the definition's `[engine]`.
+    #[arg(long, value_name = "ENGINE", value_parser = Engine::parse)]
+    engine: Option<Engine>,
     /// How often the run checks that its definition, connection and consent still exist.
     #[arg(long, default_value_t = 2000, hide = true)]
     watch_every_ms: u64,
@@ -60,10 +64,26 @@ pub struct PlanArgs {
     /// Plan with this many removals allowed past `options.max-removals`.
     #[arg(long, value_name = "N", default_value_t = 0)]
     allow_removals: u64,
+    /// Run the queries on this Ballista scheduler (`df://HOST:PORT`), or `in-process`;
+    /// overrides the definition's `[engine]`.
+    #[arg(long, value_name = "ENGINE", value_parser = Engine::parse)]
+    engine: Option<Engine>,
 }
 
-fn load(pipeline: &Path, connections: Option<&Path>) -> anyhow::Result<(Pipeline, Connection)> {
-    let pipeline = Pipeline::load(pipeline)?;
+/// The definition at `path`, its queries on `engine` when one is given.
+fn definition(path: &Path, engine: Option<Engine>) -> anyhow::Result<Pipeline> {
+    let mut pipeline = Pipeline::load(path)?;
+    if let Some(engine) = engine {
+        engine
+            .reads(pipeline.source.cloud)
+            .map_err(|why| anyhow::anyhow!("--engine {why}"))?;
+        pipeline.engine = engine;
+    }
+    Ok(pipeline)
+}
+
+fn load(pipeline: &Path, connections: Option<&Path>, engine: Option<Engine>) -> anyhow::Result<(Pipeline, Connection)> {
+    let pipeline = definition(pipeline, engine)?;
     let file = Connections::locate(connections, pipeline.dir())?;
     let all = Connections::load(&file)?;
     let connection = all.usable(&pipeline.destination.connection)?.clone();
@@ -95,7 +115,7 @@ async fn sandbox(pipeline: &Pipeline, connection: &mut Connection) -> anyhow::Re
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
-    let (pipeline, mut connection) = load(&args.pipeline, args.connections.as_deref())?;
+    let (pipeline, mut connection) = load(&args.pipeline, args.connections.as_deref(), args.engine)?;
     let (emulator, credentials) = if args.sandbox {
         let (emulator, credentials) = sandbox(&pipeline, &mut connection).await?;
         (Some(emulator), Some(credentials))
@@ -156,9 +176,10 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<u8> {
         state_dir,
         full,
         allow_removals,
+        engine,
     } = args;
     let connections = connections.as_deref();
-    let pipeline = Pipeline::load(&pipeline)?;
+    let pipeline = definition(&pipeline, engine)?;
     // An analyst may plan without the connections file; when there is one, the connection
     // must be usable, as a run would need it.
     let connection = match Connections::locate(connections, pipeline.dir()) {
@@ -197,7 +218,7 @@ pub async fn validate(pipelines: &[PathBuf], connections: Option<&Path>) -> anyh
     let mut failed = 0;
     for path in pipelines {
         let checked = async {
-            let (pipeline, connection) = load(path, connections)?;
+            let (pipeline, connection) = load(path, connections, None)?;
             connection.resolve_credentials()?;
             export::validate(&pipeline).await?;
             anyhow::Ok((pipeline, connection))

@@ -2,6 +2,7 @@
 //! errors), then checked into the types the rest of the crate uses, before any other I/O.
 
 mod connection;
+mod engine;
 mod error;
 mod pipeline;
 mod schedule;
@@ -9,6 +10,9 @@ mod storage;
 mod webhook_url;
 
 pub use connection::{CONNECTIONS_ENV, Connection, Connections, CredentialSource, Missing, UsableBy, env_secret};
+pub use engine::Engine;
+#[cfg(feature = "ballista")]
+pub use engine::Scheduler;
 pub use error::ConfigError;
 pub use pipeline::{Consent, Destination, Mapping, MaxRemovals, Mode, Options, Pipeline, Removal, Segment, Source};
 pub use schedule::Schedule;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::engine::{Engine, EngineWire};
 use super::error::ConfigError;
 use super::schedule::{Schedule, ScheduleWire};
 use super::storage::{Cloud, Storage, StorageWire};
@@ -27,6 +28,9 @@ struct PipelineWire {
     mapping: MappingWire,
     #[serde(default)]
     options: OptionsWire,
+    /// Where the queries run (in process unless it names a Ballista scheduler).
+    #[serde(default)]
+    engine: EngineWire,
     /// When `cm-export schedule` runs it.
     schedule: Option<ScheduleWire>,
     /// Where a failed or cancelled run posts its summary (else the connection's).
@@ -119,6 +123,7 @@ pub struct Pipeline {
     pub destination: Destination,
     pub mapping: Mapping,
     pub options: Options,
+    pub engine: Engine,
     pub schedule: Option<Schedule>,
     pub alert_webhook: Option<WebhookUrl>,
 }
@@ -458,6 +463,10 @@ impl Pipeline {
             }
         };
 
+        let engine = Engine::check(wire.engine).map_err(|message| invalid("engine.ballista", message))?;
+        engine
+            .reads(cloud)
+            .map_err(|message| invalid("engine.ballista", message))?;
         let schedule = wire.schedule.map(|s| Schedule::check(path, s)).transpose()?;
         let alert_webhook = wire
             .alert_webhook
@@ -494,6 +503,7 @@ impl Pipeline {
                 resubscribe: options.resubscribe.unwrap_or(false),
                 max_removals,
             },
+            engine,
             schedule,
             alert_webhook,
         })

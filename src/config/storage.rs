@@ -47,7 +47,7 @@ impl Cloud {
         })
     }
 
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Cloud::S3 => "s3://",
             Cloud::Azure => "az:// and abfss://",

@@ -40,6 +40,9 @@ pub struct Plan {
     pub samples: Vec<String>,
     /// `upsert`, `changes` or `mirror`.
     pub mode: &'static str,
+    /// The Ballista scheduler the queries ran on; absent in process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     /// For `changes` and `mirror`: the diff against what the export has on the list.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff: Option<PlanDiff>,
@@ -77,8 +80,13 @@ impl Plan {
             .as_deref()
             .map(|c| format!(" on {c}"))
             .unwrap_or_default();
+        let cluster = self
+            .engine
+            .as_deref()
+            .map(|e| format!(", queries on the Ballista cluster at {e}"))
+            .unwrap_or_default();
         let mut lines = vec![format!(
-            "plan for export `{}` -> list {}{through} ({} source files)",
+            "plan for export `{}` -> list {}{through} ({} source files{cluster})",
             self.export, self.list_id, self.source_files
         )];
         for (name, rows) in &self.segments {
@@ -197,6 +205,7 @@ pub async fn plan(pipeline: &Pipeline, options: &RunOptions) -> Result<Plan, Exp
         max_profiles: pipeline.options.max_profiles,
         samples: first.into_iter().map(|(_, line)| line).collect(),
         mode: pipeline.destination.mode.as_str(),
+        engine: pipeline.engine.cluster(),
         diff: tracking.map(|t| diff(&t, &rows)),
     })
 }

@@ -82,6 +82,7 @@ fn new_report(pipeline: &Pipeline, connection: &Connection, place: &Place, optio
         segments: pipeline.destination.segments.clone(),
         sandbox: options.sandbox,
         mode: pipeline.destination.mode.as_str().to_owned(),
+        engine: pipeline.engine.cluster(),
         resumed: place.resumed.is_some(),
         started_at: now_rfc3339(),
         report_file: place.reports.last().cloned(),

@@ -78,10 +78,13 @@ pub async fn prepare(
         tracing::info!(export = %pipeline.name, "sending every member: {why}");
     }
     let diff = match &usable {
-        Some(synced) => Some(Diff::open(&query.ctx, synced).await?),
+        Some(synced) => Some(Diff::open(&query.local, synced).await?),
         None => None,
     };
-    let export = query.export.clone();
+    let export = query.export_here().map_err(|source| SyncError::Query {
+        path: path.clone(),
+        source,
+    })?;
     if let Some(diff) = diff.as_ref().filter(|_| !options.full) {
         query.layout.synced = Some(export.schema().fields().len());
         query.export = diff.annotate(export.clone())?;

@@ -14,7 +14,7 @@ use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 
-use crate::config::{Consent, Pipeline};
+use crate::config::{Consent, Engine, Pipeline};
 use crate::engine;
 use crate::members::{Layout, is_string_type};
 use crate::source::{self, Snapshot, SourceError};
@@ -48,6 +48,9 @@ pub enum SegmentError {
         "segment `{segment}` nests an expression {depth} levels deep, past the {max} the engine plans safely; split it over several segments or simplify it (long lists of `OR` and `AND` terms are fine)"
     )]
     TooDeep { segment: String, depth: usize, max: usize },
+    #[cfg(feature = "ballista")]
+    #[error(transparent)]
+    Ballista(#[from] crate::ballista::BallistaError),
     #[error("cannot build the export query over segments {segments}")]
     Plan {
         segments: String,
@@ -58,7 +61,10 @@ pub enum SegmentError {
 
 /// A session with the source and every segment registered, and the export query.
 pub struct Prepared {
+    /// Where the segment queries run: this process, or a Ballista cluster.
     pub ctx: SessionContext,
+    /// Where what only this machine holds (the synced state) is read and joined.
+    pub local: SessionContext,
     pub snapshot: Snapshot,
     /// The union of the chosen segments, projected to the mapped values.
     pub export: DataFrame,
@@ -88,11 +94,7 @@ fn read_only() -> SQLOptions {
 /// subfolders listed (`source` decides which may be read); and a listing cache large
 /// enough that every scan of a run reads the files its first listing found.
 pub fn session() -> SessionContext {
-    let mut config = SessionConfig::new().with_information_schema(false);
-    let options = config.options_mut();
-    options.execution.parquet.pushdown_filters = true;
-    options.execution.parquet.reorder_filters = true;
-    options.execution.listing_table_ignore_subdirectory = false;
+    let config = config();
     let caches = CacheManagerConfig::default().with_list_files_cache_limit(LISTING_CACHE_BYTES);
     match RuntimeEnvBuilder::new().with_cache_manager(caches).build_arc() {
         Ok(runtime) => SessionContext::new_with_config_rt(config, runtime),
@@ -100,6 +102,15 @@ pub fn session() -> SessionContext {
         // did, a session without the larger cache still reads what it lists, only re-lists.
         Err(_) => SessionContext::new_with_config(config),
     }
+}
+
+fn config() -> SessionConfig {
+    let mut config = SessionConfig::new().with_information_schema(false);
+    let options = config.options_mut();
+    options.execution.parquet.pushdown_filters = true;
+    options.execution.parquet.reorder_filters = true;
+    options.execution.listing_table_ignore_subdirectory = false;
+    config
 }
 
 /// Room for the listing of a snapshot of about a million files.
@@ -127,7 +138,12 @@ fn depth(plan: &LogicalPlan) -> usize {
 }
 
 pub async fn prepare(pipeline: &Pipeline) -> Result<Prepared, SegmentError> {
-    let ctx = session();
+    let local = session();
+    let ctx = match &pipeline.engine {
+        Engine::InProcess => local.clone(),
+        #[cfg(feature = "ballista")]
+        Engine::Ballista(scheduler) => crate::ballista::session(scheduler, &pipeline.source.storage, config()).await?,
+    };
     let snapshot = source::register(&ctx, &pipeline.source).await?;
     for segment in &pipeline.segments {
         let sql_err = |source| SegmentError::Sql {
@@ -149,10 +165,23 @@ pub async fn prepare(pipeline: &Pipeline) -> Result<Prepared, SegmentError> {
     let (export, layout) = export_query(&ctx, pipeline).await?;
     Ok(Prepared {
         ctx,
+        local,
         snapshot,
         export,
         layout,
     })
+}
+
+impl Prepared {
+    /// The export query as a query of [`Prepared::local`]: itself in process; on a
+    /// cluster, its rows streamed back.
+    pub fn export_here(&self) -> Result<DataFrame, DataFusionError> {
+        #[cfg(feature = "ballista")]
+        if self.ctx.session_id() != self.local.session_id() {
+            return crate::ballista::here(&self.local, self.export.clone());
+        }
+        Ok(self.export.clone())
+    }
 }
 
 /// A segment's rows, as registered.

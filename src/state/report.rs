@@ -103,6 +103,9 @@ pub struct Report {
     /// list or mapping than the synced state's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full_sync: Option<String>,
+    /// The Ballista scheduler the queries ran on; absent when they ran in process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     /// Whether this run continued an interrupted one (`--resume`); counts cover both.
     pub resumed: bool,
     pub started_at: String,
@@ -173,6 +176,7 @@ impl Default for Report {
             sandbox: false,
             mode: upsert(),
             full_sync: None,
+            engine: None,
             resumed: false,
             started_at: String::new(),
             finished_at: String::new(),
@@ -291,6 +295,9 @@ impl Report {
                 self.batches, self.requests, self.retries, self.members_maybe_resent
             ),
         ];
+        if let Some(engine) = &self.engine {
+            lines.push(format!("  queries ran on the Ballista cluster at {engine}"));
+        }
         if self.mode != "upsert" {
             let mut line = format!("  mode {}: {} unchanged (not sent)", self.mode, self.members_unchanged);
             if self.mode == "mirror" {

@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod alerts;
+#[cfg(feature = "ballista-cluster")]
+mod ballista;
 mod cli;
 mod commands;
 mod emulator_api;

@@ -46,7 +46,8 @@ pub async fn session(
     config: SessionConfig,
 ) -> Result<SessionContext, BallistaError> {
     // The client only connects when a query runs; an unreachable scheduler is said first.
-    let address = (scheduler.host.as_str(), scheduler.port);
+    let host = scheduler.host.trim_start_matches('[').trim_end_matches(']');
+    let address = (host, scheduler.port);
     let unreachable = |why: String| BallistaError::Unreachable {
         scheduler: scheduler.to_string(),
         why,

@@ -52,11 +52,17 @@ fn cluster(work: &Path) -> (String, Vec<Child>) {
             .spawn()
             .unwrap()
     };
-    let scheduler_args = ["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1", "--bind-port"]
-        .map(String::from)
-        .into_iter()
-        .chain([scheduler.to_string()])
-        .collect::<Vec<_>>();
+    let scheduler_args = [
+        "--bind-host",
+        "127.0.0.1",
+        "--external-host",
+        "127.0.0.1",
+        "--bind-port",
+    ]
+    .map(String::from)
+    .into_iter()
+    .chain([scheduler.to_string()])
+    .collect::<Vec<_>>();
     let executor_args: Vec<String> = [
         ("--bind-host", "127.0.0.1".to_owned()),
         ("--external-host", "127.0.0.1".to_owned()),
@@ -71,7 +77,10 @@ fn cluster(work: &Path) -> (String, Vec<Child>) {
     .into_iter()
     .flat_map(|(flag, value)| [flag.to_owned(), value])
     .collect();
-    let processes = vec![spawn("ballista-scheduler", &scheduler_args), spawn("ballista-executor", &executor_args)];
+    let processes = vec![
+        spawn("ballista-scheduler", &scheduler_args),
+        spawn("ballista-executor", &executor_args),
+    ];
     for _ in 0..600 {
         if ready(health) {
             return (format!("df://127.0.0.1:{scheduler}"), processes);
@@ -150,7 +159,9 @@ fn main() {
     }
     let (plan_here, plan_there) = (median(plans.0), median(plans.1));
     let (run_here, run_there) = (median(runs.0), median(runs.1));
-    println!("\ncm-export in process and on a one-executor Ballista cluster ({engine}): {rows} rows, median of {ROUNDS}");
+    println!(
+        "\ncm-export in process and on a one-executor Ballista cluster ({engine}): {rows} rows, median of {ROUNDS}"
+    );
     println!("plan in process {plan_here:>7.2} s   on the cluster {plan_there:>7.2} s");
     println!("run  in process {run_here:>7.2} s   on the cluster {run_there:>7.2} s");
     println!("members sent: in process {members_here:.0}, on the cluster {members_there:.0}");

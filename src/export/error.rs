@@ -36,6 +36,9 @@ pub enum ExportError {
     /// The data could not be read. `detail` has the values it quoted masked.
     #[error("cannot read the snapshot while exporting: {detail}")]
     Scan { detail: String },
+    /// [`ExportError::Scan`] on a cluster.
+    #[error("a query failed on the Ballista cluster at {cluster}: {detail}")]
+    ClusterQuery { cluster: String, detail: String },
     #[error("Campaign Monitor refused an import into list `{list_id}`; the run stopped")]
     Import {
         list_id: String,
@@ -70,6 +73,14 @@ pub enum ExportError {
 }
 
 impl ExportError {
+    /// A failure to read or evaluate the data on a cluster says where it happened.
+    pub fn on(self, engine: &crate::config::Engine) -> Self {
+        match (self, engine.cluster()) {
+            (Self::Scan { detail }, Some(cluster)) => Self::ClusterQuery { cluster, detail },
+            (error, _) => error,
+        }
+    }
+
     /// A failure to read or evaluate the data: its text quotes values from the data, which
     /// are masked here, before the error can reach a report, a log or an alert.
     pub fn scan(error: datafusion::error::DataFusionError) -> Self {

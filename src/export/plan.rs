@@ -131,6 +131,12 @@ impl Plan {
 /// against what it has on the list, without sending a member. Of `options`, it reads the
 /// progress display, the state folder, `full` and `allow_removals`.
 pub async fn plan(pipeline: &Pipeline, options: &RunOptions) -> Result<Plan, ExportError> {
+    plan_on_engine(pipeline, options)
+        .await
+        .map_err(|error| error.on(&pipeline.engine))
+}
+
+async fn plan_on_engine(pipeline: &Pipeline, options: &RunOptions) -> Result<Plan, ExportError> {
     let owned = pipeline.clone();
     let run_options = options.clone();
     let (query, segments, rows_expected, tracking) = engine::run(async move {

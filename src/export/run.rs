@@ -57,7 +57,9 @@ pub async fn run(
     let _lock = place.lock(&pipeline.name, options.trigger, &history).await?;
     let mut report = new_report(pipeline, connection, &place, options);
     tracing::info!(export = %pipeline.name, run_id = %place.run_id, list_id = %pipeline.destination.list_id, resumed = report.resumed, trigger = options.trigger.as_str(), "run started");
-    let outcome = execute(pipeline, connection, credentials, options, &place, &mut report, stop).await;
+    let outcome = execute(pipeline, connection, credentials, options, &place, &mut report, stop)
+        .await
+        .map_err(|error| error.on(&pipeline.engine));
     finish(&mut report, outcome, clock);
     for path in &place.reports {
         report.write(path).map_err(|source| ExportError::Report {

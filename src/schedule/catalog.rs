@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::config::{Connection, Connections, Pipeline};
 
@@ -17,29 +18,43 @@ pub struct Definition {
     pub parsed: Result<Pipeline, String>,
 }
 
+/// Whether `export`, as defined, may run on its connection beyond what the connections
+/// file says (`serve`: whether the role of whoever saved it may use the connection); `Err`
+/// says why not.
+#[derive(Clone)]
+pub struct Permit(pub Arc<dyn Fn(&str, &Pipeline, &Connection) -> Result<(), String> + Send + Sync>);
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Permit")
+    }
+}
+
 /// Whether an export runs on its schedule, and if not, why.
 #[derive(Debug, Clone)]
 pub enum Standing {
     Scheduled(Box<(Pipeline, Connection)>),
-    /// No `[schedule]`: `cm-export run` only.
-    OnDemand,
+    /// No `[schedule]`: it runs when asked.
+    OnDemand(Box<(Pipeline, Connection)>),
     Disabled,
     /// The definition does not parse or check; the message says where and how to fix it.
     Broken(String),
-    /// Its connection is missing or has no consent.
+    /// Its connection is missing or has no consent, or the permit refuses it.
     Unusable(String),
 }
 
 impl Standing {
-    pub fn of(definition: &Definition, connections: &Result<Connections, String>) -> Self {
+    pub fn of(
+        name: &str,
+        definition: &Definition,
+        connections: &Result<Connections, String>,
+        permit: Option<&Permit>,
+    ) -> Self {
         let pipeline = match &definition.parsed {
             Ok(pipeline) => pipeline,
             Err(error) => return Standing::Broken(error.clone()),
         };
-        let Some(schedule) = &pipeline.schedule else {
-            return Standing::OnDemand;
-        };
-        if !schedule.enabled {
+        if pipeline.schedule.as_ref().is_some_and(|s| !s.enabled) {
             return Standing::Disabled;
         }
         let connection = connections.as_ref().map_err(Clone::clone).and_then(|all| {
@@ -47,9 +62,22 @@ impl Standing {
                 .cloned()
                 .map_err(|e| e.to_string())
         });
-        match connection {
-            Ok(connection) => Standing::Scheduled(Box::new((pipeline.clone(), connection))),
-            Err(why) => Standing::Unusable(why),
+        let permitted = connection.and_then(|connection| {
+            permit.map_or(Ok(()), |permit| (permit.0)(name, pipeline, &connection))?;
+            Ok(Box::new((pipeline.clone(), connection)))
+        });
+        match (permitted, &pipeline.schedule) {
+            (Ok(runnable), Some(_)) => Standing::Scheduled(runnable),
+            (Ok(runnable), None) => Standing::OnDemand(runnable),
+            (Err(why), _) => Standing::Unusable(why),
+        }
+    }
+
+    /// What a run would use, when it may run.
+    pub fn runnable(&self) -> Option<&(Pipeline, Connection)> {
+        match self {
+            Standing::Scheduled(runnable) | Standing::OnDemand(runnable) => Some(runnable),
+            _ => None,
         }
     }
 }

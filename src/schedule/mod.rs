@@ -10,4 +10,5 @@ mod clock;
 mod scheduler;
 
 pub use clock::{Clock, ManualClock};
-pub use scheduler::{Event, ScheduleError, ScheduleOptions, Scheduler};
+pub use catalog::Permit;
+pub use scheduler::{Command, Event, ScheduleError, ScheduleOptions, Scheduler};

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
-use super::catalog::{Definition, Standing, read_connections, read_definitions};
+use super::catalog::{Definition, Permit, Standing, read_connections, read_definitions};
 use super::clock::Clock;
 use crate::alert;
 use crate::config::{Connections, Pipeline, Schedule};
@@ -31,6 +31,22 @@ pub struct ScheduleOptions {
     pub run: RunOptions,
     /// Retries of a failed or cancelled run's alert.
     pub alert_backoff: Backoff,
+    /// Asked of every export on every reload and before every run, beside the connection's
+    /// own checks.
+    pub permit: Option<Permit>,
+}
+
+/// What the scheduler is asked to do besides following its folder.
+#[derive(Debug)]
+pub enum Command {
+    /// Run `export` now; the answer is the run id, or why it cannot run.
+    RunNow {
+        export: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// Read the folder and the connections again now (a definition or connection was saved
+    /// or removed): a removal stops its runs at once.
+    Reload,
 }
 
 impl ScheduleOptions {
@@ -41,6 +57,7 @@ impl ScheduleOptions {
             reload_every: Duration::from_secs(2),
             run: RunOptions::default(),
             alert_backoff: alert::default_backoff(),
+            permit: None,
         }
     }
 }
@@ -109,6 +126,8 @@ struct Export {
 
 struct Running {
     run_id: String,
+    /// Started by its schedule (not asked for): losing the schedule stops it.
+    scheduled: bool,
     started: DateTime<Utc>,
     stop: watch::Sender<Option<StopReason>>,
 }
@@ -121,6 +140,7 @@ pub struct Scheduler {
     history: History,
     clock: Clock,
     events: Option<mpsc::UnboundedSender<Event>>,
+    commands: Option<mpsc::UnboundedReceiver<Command>>,
     definitions: BTreeMap<String, Definition>,
     /// The last connections file that could be read, or why none could.
     connections: Result<Connections, String>,
@@ -167,6 +187,7 @@ impl Scheduler {
             history: History::new(&state_dir),
             clock,
             events: None,
+            commands: None,
             definitions: BTreeMap::new(),
             connections: Err("not read yet".to_owned()),
             exports: BTreeMap::new(),
@@ -180,6 +201,12 @@ impl Scheduler {
     /// Sends every [`Event`] to `events` as well as to the log.
     pub fn with_events(mut self, events: mpsc::UnboundedSender<Event>) -> Self {
         self.events = Some(events);
+        self
+    }
+
+    /// Takes [`Command`]s from `commands`.
+    pub fn with_commands(mut self, commands: mpsc::UnboundedReceiver<Command>) -> Self {
+        self.commands = Some(commands);
         self
     }
 
@@ -208,13 +235,29 @@ impl Scheduler {
                 .filter_map(|e| e.next)
                 .fold(reload_at, DateTime::min);
             let clock = self.clock.clone();
-            let done = tokio::select! {
-                () = &mut shutdown => break,
-                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => Some(done),
-                () = clock.sleep_until(wake) => None,
+            let mut commands = self.commands.take();
+            let next_command = async {
+                match commands.as_mut() {
+                    Some(commands) => commands.recv().await,
+                    None => std::future::pending().await,
+                }
             };
-            if let Some(done) = done {
-                self.finished(done).await;
+            let woke = tokio::select! {
+                () = &mut shutdown => break,
+                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => Woke::Finished(done),
+                Some(command) = next_command => Woke::Command(command),
+                () = clock.sleep_until(wake) => Woke::Time,
+            };
+            self.commands = commands;
+            match woke {
+                Woke::Finished(done) => self.finished(done).await,
+                Woke::Command(Command::RunNow { export, reply }) => {
+                    let now = self.clock.now();
+                    self.reload(now);
+                    let _ = reply.send(self.run_now(&export, now));
+                }
+                // The loop reads the folder again first thing.
+                Woke::Command(Command::Reload) | Woke::Time => {}
             }
         }
         tracing::info!(running = self.running.len(), "scheduler stopping: no new runs");
@@ -304,7 +347,7 @@ impl Scheduler {
             self.emit(Event::Removed { export: name });
         }
         for (name, definition) in &definitions {
-            let standing = Standing::of(definition, &self.connections);
+            let standing = Standing::of(name, definition, &self.connections, self.options.permit.as_ref());
             let previous = self.exports.get(name);
             // A reload that changes nothing says nothing.
             let unchanged = previous.is_some_and(|p| describe(&p.standing) == describe(&standing))
@@ -323,10 +366,13 @@ impl Scheduler {
                 _ => None,
             };
             if !unchanged {
+                let scheduled_run = self.running.get(name).is_some_and(|r| r.scheduled);
                 let stop = match &standing {
                     Standing::Scheduled(_) | Standing::Broken(_) => None,
-                    Standing::OnDemand => Some("its [schedule] was removed".to_owned()),
-                    Standing::Disabled => Some("its schedule was disabled (`enabled = false`)".to_owned()),
+                    Standing::OnDemand(_) => scheduled_run.then(|| "its [schedule] was removed".to_owned()),
+                    Standing::Disabled => {
+                        scheduled_run.then(|| "its schedule was disabled (`enabled = false`)".to_owned())
+                    }
                     Standing::Unusable(why) => Some(why.clone()),
                 };
                 if let Some(why) = stop {
@@ -356,8 +402,8 @@ impl Scheduler {
                     local.unwrap_or_else(|| "never (the expression matches no future time)".to_owned())
                 );
             }
-            Standing::OnDemand => {
-                tracing::info!(export = %name, %file, "no [schedule]: runs only with `cm-export run`")
+            Standing::OnDemand(_) => {
+                tracing::info!(export = %name, %file, "no [schedule]: runs only when asked")
             }
             Standing::Disabled => tracing::info!(export = %name, %file, "schedule disabled (`enabled = false`)"),
             Standing::Broken(error) | Standing::Unusable(error) => {
@@ -421,9 +467,40 @@ impl Scheduler {
             });
             return;
         }
+        self.start(name, pipeline, connection, Trigger::Schedule, now);
+    }
+
+    /// Starts `export` now when it may run and is not running: its run id, or why not.
+    fn run_now(&mut self, name: &str, now: DateTime<Utc>) -> Result<String, String> {
+        let export = self
+            .exports
+            .get(name)
+            .ok_or_else(|| format!("there is no export `{name}`"))?;
+        let (pipeline, connection) = match &export.standing {
+            Standing::Broken(why) | Standing::Unusable(why) => return Err(why.clone()),
+            Standing::Disabled => {
+                return Err("its schedule is disabled (`enabled = false`); enable it to run it".to_owned());
+            }
+            runnable => runnable.runnable().cloned().ok_or_else(|| "it cannot run".to_owned())?,
+        };
+        if let Some(running) = self.running.get(name) {
+            return Err(format!("run {} is still going", running.run_id));
+        }
+        Ok(self.start(name, pipeline, connection, Trigger::Manual, now))
+    }
+
+    fn start(
+        &mut self,
+        name: &str,
+        pipeline: Pipeline,
+        connection: crate::config::Connection,
+        trigger: Trigger,
+        now: DateTime<Utc>,
+    ) -> String {
         let run_id = new_run_id();
         let options = RunOptions {
             run_id: Some(run_id.clone()),
+            trigger,
             ..self.options.run.clone()
         };
         let (stop, mut stopped) = watch::channel(None::<StopReason>);
@@ -456,19 +533,21 @@ impl Scheduler {
             }
         });
         self.task_runs.insert(task.id(), (name.to_owned(), run_id.clone()));
-        tracing::info!(export = %name, run_id = %run_id, "scheduled run started");
+        tracing::info!(export = %name, run_id = %run_id, trigger = trigger.as_str(), "run started");
         self.running.insert(
             name.to_owned(),
             Running {
                 run_id: run_id.clone(),
+                scheduled: trigger == Trigger::Schedule,
                 started: now,
                 stop,
             },
         );
         self.emit(Event::Started {
             export: name.to_owned(),
-            run_id,
+            run_id: run_id.clone(),
         });
+        run_id
     }
 
     async fn finished(&mut self, done: Result<(tokio::task::Id, RunStatus), tokio::task::JoinError>) {
@@ -505,6 +584,12 @@ impl Scheduler {
     }
 }
 
+enum Woke {
+    Finished(Result<(tokio::task::Id, RunStatus), tokio::task::JoinError>),
+    Command(Command),
+    Time,
+}
+
 fn describe(standing: &Standing) -> String {
     match standing {
         Standing::Scheduled(scheduled) => {
@@ -517,7 +602,7 @@ fn describe(standing: &Standing) -> String {
                 connection.name
             )
         }
-        Standing::OnDemand => "on demand".to_owned(),
+        Standing::OnDemand(runnable) => format!("on demand on {}", runnable.1.name),
         Standing::Disabled => "disabled".to_owned(),
         Standing::Broken(error) => format!("broken: {error}"),
         Standing::Unusable(error) => format!("unusable: {error}"),

@@ -3,6 +3,9 @@
 //!
 //! The modules, highest layer first: each imports only modules listed below it.
 //!
+//! - [`serve`]: `cm-export serve`: the scheduler behind an HTTP API where each request is a
+//!   user's and roles decide what it may do; users (Argon2-hashed tokens), the connections
+//!   the service holds, who saved each export, the audit log.
 //! - [`schedule`]: the long-running scheduler: cron times, reloading the folder, cancelling
 //!   runs whose definition or connection went away; alerts after its runs.
 //! - [`alert`]: failure alerts to a webhook, sent by the run's caller (CLI, scheduler).
@@ -57,6 +60,7 @@ pub mod retry;
 pub mod sample;
 pub mod schedule;
 pub mod segment;
+pub mod serve;
 pub mod source;
 pub mod state;
 pub mod sync;

@@ -9,6 +9,7 @@ mod emulator;
 mod history;
 mod run;
 mod schedule;
+mod serve;
 mod table;
 
 use std::path::PathBuf;
@@ -61,6 +62,11 @@ pub enum Command {
     Connection(connection::ConnectionCommand),
     /// Serve the Campaign Monitor emulator.
     Emulator(emulator::EmulatorArgs),
+    /// The scheduler of a folder plus an HTTP API, where users' roles decide what each may do.
+    Serve(serve::ServeArgs),
+    /// The service's users: add, list, remove, a new token, a console password.
+    #[command(subcommand)]
+    User(serve::UserCommand),
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
@@ -77,6 +83,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::History(args) => history::show(args),
         Command::Connection(command) => connection::dispatch(command).await,
         Command::Emulator(args) => emulator::serve(args).await,
+        Command::Serve(args) => serve::serve(args).await,
+        Command::User(command) => serve::user(command),
     }
 }
 

@@ -22,7 +22,9 @@ pub struct Definition {
 /// file says (`serve`: whether the role of whoever saved it may use the connection); `Err`
 /// says why not.
 #[derive(Clone)]
-pub struct Permit(pub Arc<dyn Fn(&str, &Pipeline, &Connection) -> Result<(), String> + Send + Sync>);
+pub struct Permit(pub Arc<PermitFn>);
+
+pub type PermitFn = dyn Fn(&str, &Pipeline, &Connection) -> Result<(), String> + Send + Sync;
 
 impl std::fmt::Debug for Permit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

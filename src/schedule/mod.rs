@@ -9,6 +9,6 @@ mod catalog;
 mod clock;
 mod scheduler;
 
-pub use clock::{Clock, ManualClock};
 pub use catalog::Permit;
+pub use clock::{Clock, ManualClock};
 pub use scheduler::{Command, Event, ScheduleError, ScheduleOptions, Scheduler};

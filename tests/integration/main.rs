@@ -16,6 +16,7 @@ mod official_client;
 mod outputs;
 mod resume;
 mod schedule;
+mod serve;
 mod stores;
 mod support;
 mod sync;

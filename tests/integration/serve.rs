@@ -1,0 +1,401 @@
+//! `cm-export serve`: the roles' table, request by request, against a service in this
+//! process exporting to the emulator. Each row of the table is a test.
+
+use std::path::Path;
+use std::time::Duration;
+
+use cm_export::emulator::Emulator;
+use cm_export::schedule::ManualClock;
+use cm_export::serve::{Role, ServeOptions, Serving, Token, Users};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{KEY, LIST, active_emails, emulator};
+
+struct Service {
+    dir: tempfile::TempDir,
+    emulator: Emulator,
+    serving: Option<Serving>,
+    base: String,
+    admin: String,
+    contributor: String,
+    viewer: String,
+    _clock: ManualClock,
+}
+
+impl Service {
+    /// Answers `method path` as the holder of `token` (`""`: no token): status and body.
+    async fn call(&self, token: &str, method: Method, path: &str, body: Option<Body>) -> (StatusCode, Value) {
+        let mut request = reqwest::Client::new().request(method, format!("{}{path}", self.base));
+        if !token.is_empty() {
+            request = request.bearer_auth(token);
+        }
+        request = match body {
+            Some(Body::Json(value)) => request.json(&value),
+            Some(Body::Text(text)) => request.body(text),
+            None => request,
+        };
+        let answer = request.send().await.unwrap();
+        let status = answer.status();
+        let text = answer.text().await.unwrap();
+        assert!(!text.contains(KEY), "an answer holds the API key: {text}");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn add_connection(&self, name: &str, usable_by: &str) {
+        let (status, body) = self
+            .call(
+                &self.admin,
+                Method::POST,
+                "/api/connections",
+                Some(connection(name, usable_by, &self.emulator)),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
+    async fn save(&self, token: &str, export: &str, connection: &str) -> (StatusCode, Value) {
+        let path = format!("/api/exports/{export}");
+        self.call(
+            token,
+            Method::PUT,
+            &path,
+            Some(Body::Text(definition(self.dir.path(), connection))),
+        )
+        .await
+    }
+
+    /// Waits for run `run_id` of `export` to end; its report.
+    async fn finished(&self, export: &str, run_id: &str) -> Value {
+        let path = format!("/api/exports/{export}/runs/{run_id}");
+        // The run ends on its own (the emulator answers at once): bounded polling for its end.
+        for _ in 0..1500 {
+            let (status, report) = self.call(&self.viewer, Method::GET, &path, None).await;
+            assert_eq!(status, StatusCode::OK, "{report}");
+            if report["status"] != "running" {
+                return report;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("run {run_id} of {export} did not end in 30 s");
+    }
+
+    async fn stop(mut self) {
+        if let Some(serving) = self.serving.take() {
+            serving.stop().await.unwrap();
+        }
+    }
+}
+
+enum Body {
+    Json(Value),
+    Text(String),
+}
+
+fn connection(name: &str, usable_by: &str, emulator: &Emulator) -> Body {
+    Body::Json(json!({
+        "name": name,
+        "display_name": format!("Campaign Monitor ({name})"),
+        "usable_by": usable_by,
+        "data_privacy_consent": true,
+        "api_key": KEY,
+        "export_user": "exports@example.com",
+        "base_url": emulator.base_url(),
+    }))
+}
+
+fn definition(dir: &Path, connection: &str) -> String {
+    format!(
+        "[source]\npath = \"{}\"\n[[segment]]\nname = \"valuable\"\nsql = \"SELECT * FROM profiles WHERE lifetime_value > 300\"\n\
+         [destination]\nconnection = \"{connection}\"\nlist-id = \"{LIST}\"\n[mapping]\nemail = \"email\"\nname = \"full_name\"\n\
+         [options]\nbatch-size = 100\nconcurrency = 2\n",
+        dir.join("profiles").display()
+    )
+}
+
+async fn service() -> Service {
+    let dir = tempfile::tempdir().unwrap();
+    cm_export::sample::generate(&dir.path().join("profiles"), 1500, 2, 13).unwrap();
+    std::fs::create_dir(dir.path().join("pipelines")).unwrap();
+    let state = dir.path().join("state");
+    let mut users = Users::load(&Users::path(&state)).unwrap();
+    let mut token = |name, role| {
+        let Token(token) = users.add(name, role).unwrap();
+        token
+    };
+    let (admin, contributor, viewer) = (
+        token("ana", Role::Admin),
+        token("bob", Role::Contributor),
+        token("vic", Role::Viewer),
+    );
+    // Scheduled times never come: the clock moves only by hand.
+    let clock = ManualClock::new(chrono::Utc::now());
+    let options = ServeOptions {
+        dir: dir.path().join("pipelines"),
+        listen: ([127, 0, 0, 1], 0).into(),
+        state_dir: Some(state),
+        schedule: None,
+    };
+    let serving = cm_export::serve::start(options, clock.clock()).await.unwrap();
+    Service {
+        base: format!("http://{}", serving.addr),
+        serving: Some(serving),
+        dir,
+        emulator: emulator().await,
+        admin,
+        contributor,
+        viewer,
+        _clock: clock,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everyone_sees_exports_runs_and_connections_but_never_a_secret() {
+    let s = service().await;
+    s.add_connection("shared", "admins-and-contributors").await;
+    assert_eq!(s.save(&s.admin, "weekly", "shared").await.0, StatusCode::CREATED);
+    for token in [&s.viewer, &s.contributor, &s.admin] {
+        for path in [
+            "/api/connections",
+            "/api/exports",
+            "/api/exports/weekly",
+            "/api/exports/weekly/runs",
+        ] {
+            let (status, body) = s.call(token, Method::GET, path, None).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        }
+    }
+    let (_, connections) = s.call(&s.viewer, Method::GET, "/api/connections", None).await;
+    assert_eq!(connections[0]["credentials"], "api key (held by the service)");
+    let (status, body) = s.call("", Method::GET, "/api/exports", None).await;
+    assert_eq!(
+        (status, body["error"].as_str().is_some()),
+        (StatusCode::UNAUTHORIZED, true)
+    );
+    let forged = format!("{}x", &s.viewer[..s.viewer.len() - 1]);
+    assert_eq!(
+        s.call(&forged, Method::GET, "/api/exports", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // A new token (`cm-export user token vic`) ends the old one, though it was just accepted.
+    let mut users = Users::load(&Users::path(&s.dir.path().join("state"))).unwrap();
+    let Token(new) = users.new_token("vic").unwrap();
+    assert_eq!(s.call(&s.viewer, Method::GET, "/api/exports", None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(s.call(&new, Method::GET, "/api/exports", None).await.0, StatusCode::OK);
+    let on_disk = std::fs::read_to_string(s.dir.path().join("state/serve/connections.toml")).unwrap();
+    assert!(!on_disk.contains(KEY), "the connections file holds the key");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_admins_manage_connections_users_and_read_the_audit_log() {
+    let s = service().await;
+    for token in [&s.viewer, &s.contributor] {
+        let new = connection("mine", "admins-and-contributors", &s.emulator);
+        let (status, body) = s.call(token, Method::POST, "/api/connections", Some(new)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("may not add or change a connection")
+        );
+        for path in ["/api/audit", "/api/users"] {
+            assert_eq!(
+                s.call(token, Method::GET, path, None).await.0,
+                StatusCode::FORBIDDEN,
+                "{path}"
+            );
+        }
+    }
+    let mut refused = connection("careless", "admins", &s.emulator);
+    if let Body::Json(value) = &mut refused {
+        value["data_privacy_consent"] = json!(false);
+    }
+    let (status, body) = s.call(&s.admin, Method::POST, "/api/connections", Some(refused)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"].as_str().unwrap().contains("data_privacy_consent"),
+        "{body}"
+    );
+
+    s.add_connection("shared", "admins-and-contributors").await;
+    let usable = Some(Body::Json(json!({ "usable_by": "admins" })));
+    for token in [&s.viewer, &s.contributor] {
+        let (status, _) = s
+            .call(token, Method::PATCH, "/api/connections/shared", usable_by(&usable))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _) = s.call(token, Method::DELETE, "/api/connections/shared", None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+    let (status, _) = s.call(&s.admin, Method::PATCH, "/api/connections/shared", usable).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        s.call(&s.admin, Method::DELETE, "/api/connections/shared", None)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    let (status, users) = s.call(&s.admin, Method::GET, "/api/users", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(users.as_array().unwrap().len(), 3);
+    let (_, audit) = s.call(&s.admin, Method::GET, "/api/audit", None).await;
+    let acts: Vec<String> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e["user"].as_str().unwrap(),
+                e["action"].as_str().unwrap(),
+                e["target"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        acts,
+        [
+            "ana connection.removed shared",
+            "ana connection.changed shared",
+            "ana consent.given shared",
+            "ana connection.added shared",
+        ]
+    );
+    s.stop().await;
+}
+
+fn usable_by(body: &Option<Body>) -> Option<Body> {
+    match body {
+        Some(Body::Json(value)) => Some(Body::Json(value.clone())),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contributors_save_plan_and_run_exports_only_on_connections_usable_by_contributors() {
+    let s = service().await;
+    s.add_connection("shared", "admins-and-contributors").await;
+    s.add_connection("restricted", "admins").await;
+
+    let (status, body) = s.save(&s.viewer, "weekly", "shared").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = s.save(&s.contributor, "secret", "restricted").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("usable by admins"), "{body}");
+    assert!(!s.dir.path().join("pipelines/secret.toml").exists());
+    assert_eq!(s.save(&s.admin, "secret", "restricted").await.0, StatusCode::CREATED);
+    let (status, body) = s.save(&s.contributor, "weekly", "shared").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // A definition that does not validate is refused, and nothing is written.
+    let broken = Body::Text(definition(s.dir.path(), "shared").replace("lifetime_value", "lifetime_valu"));
+    let (status, body) = s
+        .call(&s.contributor, Method::PUT, "/api/exports/broken", Some(broken))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(!s.dir.path().join("pipelines/broken.toml").exists());
+
+    for (path, method) in [
+        ("/api/exports/weekly/plan", Method::POST),
+        ("/api/exports/weekly/runs", Method::POST),
+        ("/api/exports/weekly", Method::DELETE),
+    ] {
+        let (status, _) = s.call(&s.viewer, method.clone(), path, None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "viewer {method} {path}");
+        let secret = path.replace("weekly", "secret");
+        let (status, _) = s.call(&s.contributor, method.clone(), &secret, None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "contributor {method} {secret}");
+    }
+    let (status, plan) = s
+        .call(&s.contributor, Method::POST, "/api/exports/weekly/plan", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    let members = plan["members_unique"].as_u64().unwrap();
+    assert!(members > 100, "{plan}");
+    assert!(active_emails(&s.emulator).is_empty(), "a plan sent members");
+
+    let (status, started) = s
+        .call(&s.contributor, Method::POST, "/api/exports/weekly/runs", None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let run_id = started["run_id"].as_str().unwrap().to_owned();
+    let report = s.finished("weekly", &run_id).await;
+    assert_eq!(report["status"], "succeeded_with_rejects", "{report}");
+    assert_eq!(report["members_sent"].as_u64(), Some(members));
+    assert_eq!(active_emails(&s.emulator).len() as u64, members);
+    let (_, history) = s.call(&s.viewer, Method::GET, "/api/exports/weekly/runs", None).await;
+    assert_eq!(history[0]["run_id"], run_id.as_str());
+    assert_eq!(history[0]["trigger"], "manual");
+
+    let (_, audit) = s.call(&s.admin, Method::GET, "/api/audit", None).await;
+    let acts: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(acts[..3], ["run.started", "export.saved", "export.saved"]);
+    assert_eq!(audit[0]["user"], "bob");
+
+    assert_eq!(
+        s.call(&s.contributor, Method::DELETE, "/api/exports/weekly", None)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert!(!s.dir.path().join("pipelines/weekly.toml").exists());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contributors_export_stops_when_its_connection_becomes_admins_only() {
+    let s = service().await;
+    s.add_connection("shared", "admins-and-contributors").await;
+    assert_eq!(s.save(&s.contributor, "weekly", "shared").await.0, StatusCode::CREATED);
+
+    // A run in progress (its imports held) is stopped before its next batch.
+    s.emulator.hold_imports();
+    s.emulator.release_imports(1);
+    let (status, started) = s
+        .call(&s.contributor, Method::POST, "/api/exports/weekly/runs", None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let run_id = started["run_id"].as_str().unwrap().to_owned();
+    s.emulator.imports_waiting(1).await;
+    let admins = Some(Body::Json(json!({ "usable_by": "admins" })));
+    let (status, _) = s.call(&s.admin, Method::PATCH, "/api/connections/shared", admins).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    s.emulator.open_imports();
+    let report = s.finished("weekly", &run_id).await;
+    assert_eq!(report["status"], "cancelled", "{report}");
+    let why = report["error"].as_str().unwrap();
+    assert!(
+        why.contains("saved by contributor `bob`") && why.contains("usable by admins only"),
+        "{why}"
+    );
+
+    // The contributor may no longer run it; nor may an admin while it is the contributor's.
+    let (status, _) = s
+        .call(&s.contributor, Method::POST, "/api/exports/weekly/runs", None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = s.call(&s.admin, Method::POST, "/api/exports/weekly/runs", None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("saved by contributor `bob`"),
+        "{body}"
+    );
+    // Saved again by an admin, it is theirs and runs.
+    let text = std::fs::read_to_string(s.dir.path().join("pipelines/weekly.toml")).unwrap();
+    let (status, _) = s
+        .call(&s.admin, Method::PUT, "/api/exports/weekly", Some(Body::Text(text)))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, started) = s.call(&s.admin, Method::POST, "/api/exports/weekly/runs", None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let report = s.finished("weekly", started["run_id"].as_str().unwrap()).await;
+    assert_eq!(report["status"], "succeeded_with_rejects", "{report}");
+    s.stop().await;
+}

@@ -4,8 +4,10 @@
 //! export (`owners`), and asks the scheduler, through a permit, before every run whether the
 //! export's owner may still use its connection.
 
+mod access;
 mod api;
 mod audit;
+mod ops;
 mod owners;
 mod roles;
 mod users;
@@ -53,6 +55,8 @@ pub struct ServeOptions {
     pub schedule: Option<ScheduleOptions>,
 }
 
+type Shared = Arc<Service>;
+
 /// What every request reaches.
 pub(crate) struct Service {
     dir: PathBuf,
@@ -65,7 +69,7 @@ pub(crate) struct Service {
     /// Runs started through the API, by export and run id: running until the history has them.
     started: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
     /// Tokens already checked against their Argon2 hash, by their SHA-256 (see `api`).
-    checked: std::sync::Mutex<std::collections::HashMap<[u8; 32], api::Checked>>,
+    checked: std::sync::Mutex<std::collections::HashMap<[u8; 32], access::Checked>>,
 }
 
 /// A service listening, its scheduler running.
@@ -131,7 +135,7 @@ pub async fn start(options: ServeOptions, clock: Clock) -> Result<Serving, Serve
         let scheduling = tokio::spawn(scheduler.run(async move {
             let _ = scheduler_stop.wait_for(|s| *s).await;
         }));
-        let served = axum::serve(listener, api::router(service))
+        let served = axum::serve(listener, api::router().with_state(service))
             .with_graceful_shutdown(async move {
                 let _ = stopped.wait_for(|s| *s).await;
             })

@@ -180,7 +180,10 @@ async fn everyone_sees_exports_runs_and_connections_but_never_a_secret() {
     // A new token (`cm-export user token vic`) ends the old one, though it was just accepted.
     let mut users = Users::load(&Users::path(&s.dir.path().join("state"))).unwrap();
     let Token(new) = users.new_token("vic").unwrap();
-    assert_eq!(s.call(&s.viewer, Method::GET, "/api/exports", None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        s.call(&s.viewer, Method::GET, "/api/exports", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(s.call(&new, Method::GET, "/api/exports", None).await.0, StatusCode::OK);
     let on_disk = std::fs::read_to_string(s.dir.path().join("state/serve/connections.toml")).unwrap();
     assert!(!on_disk.contains(KEY), "the connections file holds the key");

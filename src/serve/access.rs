@@ -129,7 +129,6 @@ impl Caller {
 
     /// User `name` as they are now (a console session outlives a change of role), if they
     /// still are.
-    #[allow(dead_code)]
     pub fn by_name(service: &Service, name: &str) -> Answer<Option<Caller>> {
         let users = Users::load(&service.users).map_err(|e| ApiError::internal(&e))?;
         Ok(users.get(name).map(|u| Caller {

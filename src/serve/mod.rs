@@ -1,12 +1,13 @@
 //! `cm-export serve DIR`: the scheduler of `cm-export schedule DIR` plus an HTTP API under
-//! `/api`, where every request is a user's (a bearer token) and the roles decide what it may
-//! do. The service holds the connections and their keys (`vault`), knows who saved each
+//! `/api` and a web console at `/`, where every request is a user's (a bearer token, or the
+//! console's session) and the roles decide what it may do. The service holds the connections and their keys (`vault`), knows who saved each
 //! export (`owners`), and asks the scheduler, through a permit, before every run whether the
 //! export's owner may still use its connection.
 
 mod access;
 mod api;
 mod audit;
+mod console;
 mod ops;
 mod owners;
 mod roles;
@@ -70,6 +71,8 @@ pub(crate) struct Service {
     started: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
     /// Tokens already checked against their Argon2 hash, by their SHA-256 (see `api`).
     checked: std::sync::Mutex<std::collections::HashMap<[u8; 32], access::Checked>>,
+    /// The console's logged-in browsers, by session id.
+    sessions: std::sync::Mutex<std::collections::HashMap<String, console::Session>>,
 }
 
 /// A service listening, its scheduler running.
@@ -118,6 +121,7 @@ pub async fn start(options: ServeOptions, clock: Clock) -> Result<Serving, Serve
         scheduler: commands,
         started: Default::default(),
         checked: Default::default(),
+        sessions: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
@@ -135,7 +139,8 @@ pub async fn start(options: ServeOptions, clock: Clock) -> Result<Serving, Serve
         let scheduling = tokio::spawn(scheduler.run(async move {
             let _ = scheduler_stop.wait_for(|s| *s).await;
         }));
-        let served = axum::serve(listener, api::router().with_state(service))
+        let routes = api::router().merge(console::router()).with_state(service);
+        let served = axum::serve(listener, routes)
             .with_graceful_shutdown(async move {
                 let _ = stopped.wait_for(|s| *s).await;
             })

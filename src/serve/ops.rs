@@ -12,9 +12,11 @@ use super::roles::{Action, Role};
 use super::users::Users;
 use super::vault::{ConnectionView, NewConnection, VaultError};
 use super::{AuditEntry, Command, Service};
+use crate::campaign_monitor::{ApiError as CmError, Client, ClientOptions, retry_call};
 use crate::config::{Pipeline, UsableBy};
 use crate::error_text::chain;
 use crate::export::{self, ProgressMode, RunOptions};
+use crate::retry::Backoff;
 use crate::state::{History, HistoryEntry};
 
 #[derive(Debug, Clone, Serialize)]
@@ -180,6 +182,39 @@ impl Service {
         self.record(caller, "connection.changed", name, Some(detail))?;
         self.reload();
         Ok(())
+    }
+
+    /// Asks Campaign Monitor whether connection `name`'s key is accepted: what it said, in words.
+    pub async fn test_connection(&self, caller: &Caller, name: &str) -> Answer<String> {
+        caller.may(Action::ManageConnections, "test a connection")?;
+        let connections = self.vault.load().map_err(|e| ApiError::internal(&e))?;
+        let connection = connections
+            .connections
+            .get(name)
+            .ok_or_else(|| ApiError::not_found(format!("there is no connection `{name}`")))?;
+        let failed = |why: String| ApiError::new(StatusCode::BAD_GATEWAY, format!("connection `{name}`: {why}"));
+        let credentials = connection.resolve_credentials().map_err(|e| failed(chain(&e)))?;
+        let client = Client::new(connection.base_url.clone(), &credentials, ClientOptions::default())
+            .map_err(|e| failed(chain(&e)))?;
+        let backoff = Backoff {
+            max_retries: 3,
+            ..Backoff::default()
+        };
+        match retry_call(&backoff, || client.system_date()).await {
+            Ok(date) => Ok(format!(
+                "Connection {name} works: Campaign Monitor at {} accepted its key (its clock reads {}).",
+                connection.base_url, date.system_date
+            )),
+            Err(CmError::Api(failure)) => Err(failed(format!(
+                "Campaign Monitor refused the key: \"{}\" (code {})",
+                failure.message, failure.code
+            ))),
+            Err(error) => Err(failed(format!(
+                "Campaign Monitor at {} could not be reached: {}",
+                connection.base_url,
+                chain(&error)
+            ))),
+        }
     }
 
     pub fn remove_connection(&self, caller: &Caller, name: &str) -> Answer<()> {

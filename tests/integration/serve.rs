@@ -402,3 +402,152 @@ async fn a_contributors_export_stops_when_its_connection_becomes_admins_only() {
     assert_eq!(report["status"], "succeeded_with_rejects", "{report}");
     s.stop().await;
 }
+
+/// A browser logged in to the console: its session cookie and the CSRF token its pages carry.
+struct Browser {
+    base: String,
+    cookie: String,
+    csrf: String,
+}
+
+impl Browser {
+    async fn login(service: &Service, token: &str) -> Browser {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let answer = client
+            .post(format!("{}/login", service.base))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+        let set = answer.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Secure"),
+            "{set}"
+        );
+        let cookie = set.split(';').next().unwrap().to_owned();
+        let mut browser = Browser {
+            base: service.base.clone(),
+            cookie,
+            csrf: String::new(),
+        };
+        let (_, page) = browser.get("/").await;
+        let needle = "name=\"csrf\" value=\"";
+        let at = page.find(needle).unwrap() + needle.len();
+        browser.csrf = page[at..at + page[at..].find('"').unwrap()].to_owned();
+        browser
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, String) {
+        let answer = reqwest::Client::new()
+            .get(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        (answer.status(), answer.text().await.unwrap())
+    }
+
+    /// Posts `fields`, with the session's CSRF token unless `forged`.
+    async fn post(&self, path: &str, fields: &[(&str, &str)], forged: bool) -> (StatusCode, String) {
+        let mut form: Vec<(&str, &str)> = fields.to_vec();
+        if !forged {
+            form.push(("csrf", &self.csrf));
+        }
+        let answer = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        let (status, page) = (answer.status(), answer.text().await.unwrap());
+        assert!(!page.contains(KEY), "a page holds the API key");
+        (status, page)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_each_role_what_it_may_do_and_refuses_forged_forms() {
+    let s = service().await;
+    let admin = Browser::login(&s, &s.admin).await;
+    let base_url = s.emulator.base_url();
+    let connection = [
+        ("name", "shared"),
+        ("display_name", "Campaign Monitor (shared)"),
+        ("api_key", KEY),
+        ("export_user", "exports@example.com"),
+        ("usable_by", "admins-and-contributors"),
+        ("base_url", base_url.as_str()),
+    ];
+    let (status, page) = admin.post("/connections", &connection, false).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "without \"I agree\"");
+    assert!(page.contains("data_privacy_consent"), "{page}");
+    let agreed: Vec<_> = connection
+        .iter()
+        .copied()
+        .chain([("data_privacy_consent", "true")])
+        .collect();
+    let (status, page) = admin.post("/connections", &agreed, true).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a forged form was taken: {page}");
+    let (status, page) = admin.post("/connections", &agreed, false).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Connection shared saved"), "{page}");
+    let (_, page) = admin.post("/connections/shared/test", &[], false).await;
+    assert!(page.contains("Connection shared works"), "{page}");
+
+    let contributor = Browser::login(&s, &s.contributor).await;
+    let (_, editor) = contributor.get("/exports/new").await;
+    assert!(
+        editor.contains("Campaign Monitor (shared)"),
+        "the editor offers the shared connection"
+    );
+    let source = s.dir.path().join("profiles").display().to_string();
+    let export = [
+        ("name", "weekly"),
+        ("source", source.as_str()),
+        ("sql", "SELECT * FROM profiles WHERE lifetime_value > 300"),
+        ("connection", "shared"),
+        ("list_id", LIST),
+        ("email", "email"),
+        ("full_name", "full_name"),
+    ];
+    let (status, page) = contributor.post("/exports/new", &export, false).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Export weekly saved"), "{page}");
+    let (status, _) = contributor.post("/exports/weekly/run", &[], true).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(active_emails(&s.emulator).is_empty(), "a forged Run now ran");
+    let (_, page) = contributor.post("/exports/weekly/run", &[], false).await;
+    let at = page.find("Run ").unwrap();
+    assert!(page[at..].contains("started"), "{page}");
+    let run_id = page[at + 4..at + 4 + page[at + 4..].find(' ').unwrap()].to_owned();
+    let report = s.finished("weekly", &run_id).await;
+    assert_eq!(report["status"], "succeeded_with_rejects");
+    let (_, page) = contributor.get("/exports/weekly").await;
+    assert!(page.contains("<svg class=\"runs\""), "no plot of the runs");
+    assert!(page.contains("succeeded with rejects"));
+
+    let viewer = Browser::login(&s, &s.viewer).await;
+    let (status, page) = viewer.get("/exports/weekly").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains(&run_id) && !page.contains("Run now"),
+        "a viewer sees a Run button"
+    );
+    let (status, _) = viewer.post("/exports/weekly/run", &[], false).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, page) = viewer.get("/connections").await;
+    assert!(
+        !page.contains("I agree") && !page.contains("Remove"),
+        "a viewer may manage connections"
+    );
+    let (status, _) = viewer.get("/audit").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, page) = admin.get("/audit").await;
+    assert!(page.contains("run.started") && page.contains("consent.given"));
+    s.stop().await;
+}

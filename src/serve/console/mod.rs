@@ -42,6 +42,7 @@ fn templates() -> &'static Environment<'static> {
     static TEMPLATES: OnceLock<Environment<'static>> = OnceLock::new();
     TEMPLATES.get_or_init(|| {
         let mut env = Environment::new();
+        env.add_filter("time", time);
         for (name, source) in [
             ("base.html", include_str!("base.html")),
             ("login.html", include_str!("login.html")),
@@ -59,6 +60,13 @@ fn templates() -> &'static Environment<'static> {
         }
         env
     })
+}
+
+/// An RFC 3339 time as people read it: `2026-11-29 22:40 UTC`.
+fn time(text: String) -> String {
+    chrono::DateTime::parse_from_rfc3339(&text)
+        .map(|t| t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or(text)
 }
 
 fn render(name: &str, values: minijinja::Value) -> Response {

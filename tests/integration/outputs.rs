@@ -216,3 +216,27 @@ async fn what_mirror_runs_and_their_plan_print() {
     let all = format!("== first run\n{first}\n== plan\n{plan}\n== second run\n{second}\n== refused\n{refused}{stderr}");
     settings.bind(|| insta::assert_snapshot!("mirror_runs", all));
 }
+
+#[tokio::test]
+async fn what_the_user_commands_and_serve_print() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    std::fs::create_dir(dir.join("pipelines")).unwrap();
+    let mut all = String::new();
+    for args in [
+        &["user", "add", "ana", "--role", "admin"][..],
+        &["user", "add", "bob", "--role", "contributor"],
+        &["user", "add", "ana", "--role", "viewer"],
+        &["user", "add", "a b", "--role", "viewer"],
+        &["user", "token", "bob"],
+        &["user", "remove", "nobody"],
+        &["user", "list"],
+        &["serve", "nowhere"],
+    ] {
+        let (code, stdout, stderr) = cm(dir, args).await;
+        all.push_str(&format!("== {} (exit {code})\n{stdout}{stderr}\n", args.join(" ")));
+    }
+    let mut settings = settings(dir);
+    settings.add_filter(r"cmx_[0-9a-f]{8}_[A-Za-z0-9_-]{43}", "[TOKEN]");
+    settings.bind(|| insta::assert_snapshot!("user_commands", all));
+}

@@ -115,8 +115,9 @@ pub fn user(command: UserCommand) -> anyhow::Result<u8> {
                 Some(format!("role {}", role.as_str())),
             )?;
             println!(
-                "added {} `{target}`; their API token (shown once, keep it secret):",
-                role.as_str()
+                "added {} `{target}` to the service of `{}`; their API token (shown once, keep it secret):",
+                role.as_str(),
+                state.display()
             );
             println!("{token}");
         }

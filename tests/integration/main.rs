@@ -8,6 +8,7 @@ mod alerts;
 mod ballista;
 mod cli;
 mod commands;
+mod console;
 mod emulator_api;
 mod faults;
 mod fixtures_shape;

@@ -12,14 +12,15 @@ use serde_json::{Value, json};
 
 use crate::support::{KEY, LIST, active_emails, emulator};
 
-struct Service {
-    dir: tempfile::TempDir,
-    emulator: Emulator,
+/// A service in this process, its users' tokens, and the emulator its connections reach.
+pub struct Service {
+    pub dir: tempfile::TempDir,
+    pub emulator: Emulator,
     serving: Option<Serving>,
-    base: String,
-    admin: String,
-    contributor: String,
-    viewer: String,
+    pub base: String,
+    pub admin: String,
+    pub contributor: String,
+    pub viewer: String,
     _clock: ManualClock,
 }
 
@@ -66,7 +67,7 @@ impl Service {
     }
 
     /// Waits for run `run_id` of `export` to end; its report.
-    async fn finished(&self, export: &str, run_id: &str) -> Value {
+    pub async fn finished(&self, export: &str, run_id: &str) -> Value {
         let path = format!("/api/exports/{export}/runs/{run_id}");
         // The run ends on its own (the emulator answers at once): bounded polling for its end.
         for _ in 0..1500 {
@@ -80,7 +81,7 @@ impl Service {
         panic!("run {run_id} of {export} did not end in 30 s");
     }
 
-    async fn stop(mut self) {
+    pub async fn stop(mut self) {
         if let Some(serving) = self.serving.take() {
             serving.stop().await.unwrap();
         }
@@ -113,7 +114,7 @@ fn definition(dir: &Path, connection: &str) -> String {
     )
 }
 
-async fn service() -> Service {
+pub async fn service() -> Service {
     let dir = tempfile::tempdir().unwrap();
     cm_export::sample::generate(&dir.path().join("profiles"), 1500, 2, 13).unwrap();
     std::fs::create_dir(dir.path().join("pipelines")).unwrap();

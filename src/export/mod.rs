@@ -25,6 +25,6 @@ pub use destination::{Destination, removed};
 pub use error::ExportError;
 pub use options::{RunOptions, StopReason, new_run_id, now_rfc3339};
 pub use plan::{Plan, PlanDiff, PlanRemovals, plan, validate};
-pub use progress::ProgressMode;
+pub use progress::{Live, ProgressMode};
 pub use rejects::RejectsError;
 pub use run::run;

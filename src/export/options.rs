@@ -27,6 +27,8 @@ pub struct RunOptions {
     pub full: bool,
     /// `--allow-removals N`: mirror may remove this many past `max-removals`, this run.
     pub allow_removals: u64,
+    /// Where the run's counts can be read while it goes.
+    pub live: Option<std::sync::Arc<super::progress::Live>>,
 }
 
 impl Default for RunOptions {
@@ -44,6 +46,7 @@ impl Default for RunOptions {
             run_id: None,
             full: false,
             allow_removals: 0,
+            live: None,
         }
     }
 }

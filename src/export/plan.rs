@@ -165,7 +165,13 @@ async fn plan_on_engine(pipeline: &Pipeline, options: &RunOptions) -> Result<Pla
     })
     .await?;
     let source_files = query.get().snapshot.files.len();
-    let progress = Progress::start(options.progress, Work::Scan, rows_expected, &pipeline.name);
+    let progress = Progress::start(
+        options.progress,
+        Work::Scan,
+        rows_expected,
+        &pipeline.name,
+        options.live.as_deref(),
+    );
     let extractor = Extractor::new(query.get().layout.clone());
     let rows = engine::stream(query, |query| query.export.clone());
     let mut scan = Scan::new(rows, extractor, progress.counters.clone());

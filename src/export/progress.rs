@@ -23,6 +23,34 @@ pub struct Counters {
     pub sent: AtomicU64,
 }
 
+/// A run's progress as another task reads it (the service's API, while the run goes): what
+/// is being counted, of how many, and the counts.
+#[derive(Debug, Default)]
+pub struct Live {
+    stage: std::sync::Mutex<Option<(Work, u64, Arc<Counters>)>>,
+}
+
+impl Live {
+    /// `{"stage": "scan"|"removals", "of": N, "rows"|"removals": n, "members_sent": n}`, or
+    /// `{"stage": "checking"}` before the scan starts.
+    pub fn snapshot(&self) -> serde_json::Value {
+        match &*self.stage.lock().unwrap_or_else(|p| p.into_inner()) {
+            None => serde_json::json!({ "stage": "checking" }),
+            Some((Work::Scan, total, counters)) => serde_json::json!({
+                "stage": "scan",
+                "rows_expected": total,
+                "rows_scanned": counters.rows.load(Ordering::Relaxed),
+                "members_sent": counters.sent.load(Ordering::Relaxed),
+            }),
+            Some((Work::Removals, total, counters)) => serde_json::json!({
+                "stage": "removals",
+                "removals_expected": total,
+                "removals_answered": counters.rows.load(Ordering::Relaxed),
+            }),
+        }
+    }
+}
+
 /// What is being counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Work {
@@ -50,8 +78,11 @@ pub struct Progress {
 impl Progress {
     /// `total`: the rows the export query will yield (or the removals to make), for the
     /// bar's length and ETA.
-    pub fn start(mode: ProgressMode, work: Work, total: u64, what: &str) -> Self {
+    pub fn start(mode: ProgressMode, work: Work, total: u64, what: &str, live: Option<&Live>) -> Self {
         let counters = Arc::new(Counters::default());
+        if let Some(live) = live {
+            *live.stage.lock().unwrap_or_else(|p| p.into_inner()) = Some((work, total, counters.clone()));
+        }
         let show_bar = match mode {
             ProgressMode::Always => true,
             ProgressMode::Never => false,

@@ -280,7 +280,13 @@ async fn send(
         client,
         rows_expected,
     } = ready;
-    let progress = Progress::start(options.progress, Work::Scan, rows_expected, &pipeline.name);
+    let progress = Progress::start(
+        options.progress,
+        Work::Scan,
+        rows_expected,
+        &pipeline.name,
+        options.live.as_deref(),
+    );
     let concurrency = pipeline.options.concurrency.get();
     let (batches, taken) = mpsc::channel(concurrency * 2);
     let batcher = Batcher {
@@ -330,7 +336,13 @@ async fn send(
                 "removing members who left the segment"
             );
             let total = tracking.leaving.len() as u64;
-            let progress = Progress::start(options.progress, Work::Removals, total, &pipeline.name);
+            let progress = Progress::start(
+                options.progress,
+                Work::Removals,
+                total,
+                &pipeline.name,
+                options.live.as_deref(),
+            );
             let removed = Remover {
                 sender,
                 how,

@@ -11,4 +11,4 @@ mod scheduler;
 
 pub use catalog::Permit;
 pub use clock::{Clock, ManualClock};
-pub use scheduler::{Command, Event, ScheduleError, ScheduleOptions, Scheduler};
+pub use scheduler::{Command, Event, LiveRuns, ScheduleError, ScheduleOptions, Scheduler};

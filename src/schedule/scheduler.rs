@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -14,7 +15,7 @@ use super::clock::Clock;
 use crate::alert;
 use crate::config::{Connections, Pipeline, Schedule};
 use crate::error_text::chain;
-use crate::export::{self, ExportError, RunOptions, StopReason, new_run_id, now_rfc3339};
+use crate::export::{self, ExportError, Live, RunOptions, StopReason, new_run_id, now_rfc3339};
 use crate::retry::Backoff;
 use crate::state::{ExportLock, History, HistoryEntry, Holder, LockError, RunStatus, Trigger};
 
@@ -34,7 +35,12 @@ pub struct ScheduleOptions {
     /// Asked of every export on every reload and before every run, beside the connection's
     /// own checks.
     pub permit: Option<Permit>,
+    /// Where each run in progress can be read, by export and run id, while it goes.
+    pub live: LiveRuns,
 }
+
+/// Runs in progress and their counts, by export and run id.
+pub type LiveRuns = Arc<Mutex<HashMap<(String, String), Arc<Live>>>>;
 
 /// What the scheduler is asked to do besides following its folder.
 #[derive(Debug)]
@@ -58,6 +64,7 @@ impl ScheduleOptions {
             run: RunOptions::default(),
             alert_backoff: alert::default_backoff(),
             permit: None,
+            live: LiveRuns::default(),
         }
     }
 }
@@ -498,9 +505,16 @@ impl Scheduler {
         now: DateTime<Utc>,
     ) -> String {
         let run_id = new_run_id();
+        let live = Arc::new(Live::default());
+        self.options
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((name.to_owned(), run_id.clone()), live.clone());
         let options = RunOptions {
             run_id: Some(run_id.clone()),
             trigger,
+            live: Some(live),
             ..self.options.run.clone()
         };
         let (stop, mut stopped) = watch::channel(None::<StopReason>);
@@ -558,6 +572,11 @@ impl Scheduler {
         let Some((name, run_id)) = self.task_runs.remove(&id) else {
             return;
         };
+        self.options
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(name.clone(), run_id.clone()));
         if self.running.get(&name).is_some_and(|r| r.run_id == run_id) {
             self.running.remove(&name);
         }

@@ -25,7 +25,7 @@ pub use roles::{Action, Role};
 pub use users::{MIN_PASSWORD, Token, User, UserError, Users};
 pub use vault::{ConnectionView, NewConnection, Vault};
 
-use crate::schedule::{Clock, Command, Permit, ScheduleOptions, Scheduler};
+use crate::schedule::{Clock, Command, LiveRuns, Permit, ScheduleOptions, Scheduler};
 use owners::Owners;
 
 #[derive(Debug, thiserror::Error)]
@@ -67,8 +67,8 @@ pub(crate) struct Service {
     owners: Owners,
     audit: Audit,
     scheduler: mpsc::UnboundedSender<Command>,
-    /// Runs started through the API, by export and run id: running until the history has them.
-    started: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    /// The runs in progress (the scheduler's), with their counts.
+    live: LiveRuns,
     /// Tokens already checked against their Argon2 hash, by their SHA-256 (see `api`).
     checked: std::sync::Mutex<std::collections::HashMap<[u8; 32], access::Checked>>,
     /// The console's logged-in browsers, by session id.
@@ -109,6 +109,7 @@ pub async fn start(options: ServeOptions, clock: Clock) -> Result<Serving, Serve
     schedule.connections = Some(vault.file().to_owned());
     schedule.run.state_dir = Some(state_dir.clone());
     schedule.permit = Some(permit(&state_dir));
+    let schedule_live = schedule.live.clone();
     let (commands, received) = mpsc::unbounded_channel();
     let scheduler = Scheduler::new(schedule, clock)?.with_commands(received);
     let service = Arc::new(Service {
@@ -119,7 +120,7 @@ pub async fn start(options: ServeOptions, clock: Clock) -> Result<Serving, Serve
         audit: Audit::new(&state_dir),
         state_dir,
         scheduler: commands,
-        started: Default::default(),
+        live: schedule_live,
         checked: Default::default(),
         sessions: Default::default(),
     });

@@ -293,13 +293,15 @@ impl Service {
         export::validate(&pipeline)
             .await
             .map_err(|e| ApiError::bad(chain(&e)))?;
-        crate::state::write_atomic(&file, text.as_bytes()).map_err(|e| ApiError::internal(&e))?;
+        // The owner first: the scheduler may read the folder between the two writes, and
+        // must never see the new definition under an old owner.
         let owner = Owner {
             user: caller.name.clone(),
             role: caller.role,
             saved_at: export::now_rfc3339(),
         };
         self.owners.set(name, Some(owner)).map_err(|e| ApiError::internal(&e))?;
+        crate::state::write_atomic(&file, text.as_bytes()).map_err(|e| ApiError::internal(&e))?;
         self.record(
             caller,
             "export.saved",
@@ -346,10 +348,6 @@ impl Service {
             .await
             .map_err(|_| stopping())?
             .map_err(|why| ApiError::new(StatusCode::CONFLICT, format!("export `{name}` cannot run now: {why}")))?;
-        self.started
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((name.to_owned(), run_id.clone()));
         self.record(caller, "run.started", name, Some(run_id.clone()))?;
         Ok(Started { run_id })
     }
@@ -364,7 +362,17 @@ impl Service {
         history.list(Some(name), limit).map_err(|e| ApiError::internal(&e))
     }
 
-    /// Run `run_id`'s report (or its history line when it has none), or that it is running.
+    /// Whether export `name` has a run going.
+    pub fn running(&self, name: &str) -> bool {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .any(|(export, _)| export == name)
+    }
+
+    /// Run `run_id`'s report (or its history line when it has none), or its progress while
+    /// it runs.
     pub fn one_run(&self, name: &str, run_id: &str) -> Answer<serde_json::Value> {
         self.definition_file(name)?;
         let history = History::new(&self.state_dir);
@@ -372,11 +380,12 @@ impl Service {
             true => history.run(name, run_id).map_err(|e| ApiError::internal(&e))?,
             false => Vec::new(),
         };
-        let started = self
-            .started
+        let live = self
+            .live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(&(name.to_owned(), run_id.to_owned()));
+            .get(&(name.to_owned(), run_id.to_owned()))
+            .cloned();
         match entries.last() {
             Some(entry) => {
                 let report = entry
@@ -386,10 +395,15 @@ impl Service {
                     .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
                 Ok(report.unwrap_or_else(|| serde_json::json!(entry)))
             }
-            None if started || self.state_dir.join("runs").join(name).join(run_id).is_dir() => {
-                Ok(serde_json::json!({ "export": name, "run_id": run_id, "status": "running" }))
-            }
-            None => Err(ApiError::not_found(format!("export `{name}` has no run `{run_id}`"))),
+            None => match live {
+                Some(live) => Ok(serde_json::json!({
+                    "export": name,
+                    "run_id": run_id,
+                    "status": "running",
+                    "progress": live.snapshot(),
+                })),
+                None => Err(ApiError::not_found(format!("export `{name}` has no run `{run_id}`"))),
+            },
         }
     }
 }

@@ -368,6 +368,21 @@ async fn a_contributors_export_stops_when_its_connection_becomes_admins_only() {
     assert_eq!(status, StatusCode::ACCEPTED, "{started}");
     let run_id = started["run_id"].as_str().unwrap().to_owned();
     s.emulator.imports_waiting(1).await;
+    // While it runs, its report is its progress.
+    let (_, running) = s
+        .call(
+            &s.viewer,
+            Method::GET,
+            &format!("/api/exports/weekly/runs/{run_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(running["status"], "running", "{running}");
+    assert_eq!(running["progress"]["stage"], "scan", "{running}");
+    assert!(
+        running["progress"]["rows_expected"].as_u64().unwrap() > 100,
+        "{running}"
+    );
     let admins = Some(Body::Json(json!({ "usable_by": "admins" })));
     let (status, _) = s.call(&s.admin, Method::PATCH, "/api/connections/shared", admins).await;
     assert_eq!(status, StatusCode::NO_CONTENT);

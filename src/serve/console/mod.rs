@@ -320,12 +320,7 @@ fn export_view(
         Err(e) => return visitor.failed(service, e),
     };
     let runs = service.history(name, 200).unwrap_or_default();
-    let running = service
-        .started
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .any(|(e, id)| e == name && !runs.iter().any(|r| &r.run_id == id));
+    let running = service.running(name);
     let usable_by = export
         .connection
         .as_deref()

@@ -34,13 +34,19 @@ pub struct RunArgs {
     /// segment is empty, remove up to N at all).
     #[arg(long, value_name = "N", default_value_t = 0)]
     allow_removals: u64,
+    #[command(flatten)]
+    engine: EngineArg,
+    /// How often the run checks that its definition, connection and consent still exist.
+    #[arg(long, default_value_t = 2000, hide = true)]
+    watch_every_ms: u64,
+}
+
+#[derive(Debug, Args)]
+struct EngineArg {
     /// Run the queries on this Ballista scheduler (`df://HOST:PORT`), or `in-process`;
     /// overrides the definition's `[engine]`.
     #[arg(long, value_name = "ENGINE", value_parser = Engine::parse)]
     engine: Option<Engine>,
-    /// How often the run checks that its definition, connection and consent still exist.
-    #[arg(long, default_value_t = 2000, hide = true)]
-    watch_every_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -64,10 +70,8 @@ pub struct PlanArgs {
     /// Plan with this many removals allowed past `options.max-removals`.
     #[arg(long, value_name = "N", default_value_t = 0)]
     allow_removals: u64,
-    /// Run the queries on this Ballista scheduler (`df://HOST:PORT`), or `in-process`;
-    /// overrides the definition's `[engine]`.
-    #[arg(long, value_name = "ENGINE", value_parser = Engine::parse)]
-    engine: Option<Engine>,
+    #[command(flatten)]
+    engine: EngineArg,
 }
 
 /// The definition at `path`, its queries on `engine` when one is given.
@@ -115,7 +119,7 @@ async fn sandbox(pipeline: &Pipeline, connection: &mut Connection) -> anyhow::Re
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
-    let (pipeline, mut connection) = load(&args.pipeline, args.connections.as_deref(), args.engine)?;
+    let (pipeline, mut connection) = load(&args.pipeline, args.connections.as_deref(), args.engine.engine)?;
     let (emulator, credentials) = if args.sandbox {
         let (emulator, credentials) = sandbox(&pipeline, &mut connection).await?;
         (Some(emulator), Some(credentials))
@@ -179,7 +183,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<u8> {
         engine,
     } = args;
     let connections = connections.as_deref();
-    let pipeline = definition(&pipeline, engine)?;
+    let pipeline = definition(&pipeline, engine.engine)?;
     // An analyst may plan without the connections file; when there is one, the connection
     // must be usable, as a run would need it.
     let connection = match Connections::locate(connections, pipeline.dir()) {

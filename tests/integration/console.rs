@@ -55,19 +55,17 @@ async fn log_in(browser: &Client, s: &Service, token: &str) {
 
 /// Clicks `button` and waits for the answer's page to show `shows` (a CSS selector).
 async fn submit(browser: &Client, button: &str, shows: &str) -> String {
-    browser.find(Locator::Id(button)).await.unwrap().click().await.unwrap();
+    click(browser, &format!("#{button}")).await;
     browser.wait().for_element(Locator::Css(shows)).await.unwrap();
     browser.source().await.unwrap()
 }
 
+async fn click(browser: &Client, css: &str) {
+    browser.find(Locator::Css(css)).await.unwrap().click().await.unwrap();
+}
+
 async fn log_out(browser: &Client) {
-    browser
-        .find(Locator::Css("header form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(browser, "header form button").await;
     browser.wait().for_element(Locator::Id("token")).await.unwrap();
 }
 
@@ -113,13 +111,7 @@ async fn admin_contributor_and_viewer_in_a_real_browser() {
         ],
     )
     .await;
-    browser
-        .find(Locator::Css("#usable_by option[value=admins-and-contributors]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#usable_by option[value=admins-and-contributors]").await;
     let page = submit(&browser, "add-connection", ".error").await;
     assert!(page.contains("data_privacy_consent"), "{page}");
     fill(&browser, &[("name", "shared"), ("api_key", KEY)]).await;
@@ -129,13 +121,7 @@ async fn admin_contributor_and_viewer_in_a_real_browser() {
         ("base_url", base_url.as_str()),
     ];
     fill(&browser, &again).await;
-    browser
-        .find(Locator::Css("#usable_by option[value=admins-and-contributors]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#usable_by option[value=admins-and-contributors]").await;
     browser
         .find(Locator::Id("consent"))
         .await

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use axum::Form;
 use axum::Router;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -108,6 +108,29 @@ async fn stylesheet() -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
         include_str!("console.css"),
     )
+}
+
+/// A form posted from the visitor's own session: its CSRF token is checked before any
+/// handler sees it, so no handler can forget to.
+pub struct Posted {
+    visitor: Visitor,
+    fields: Fields,
+}
+
+impl FromRequest<Shared> for Posted {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, service: &Shared) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = request.into_parts();
+        let visitor = Visitor::from_request_parts(&mut parts, service).await?;
+        let Form(fields) = Form::<Fields>::from_request(Request::from_parts(parts, body), service)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        match visitor.forged(&fields) {
+            Some(refused) => Err(refused),
+            None => Ok(Posted { visitor, fields }),
+        }
+    }
 }
 
 /// The user of a console request, with their session's CSRF token.
@@ -240,15 +263,7 @@ async fn login(State(service): State<Shared>, Form(form): Form<Fields>) -> Respo
     ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
 }
 
-async fn logout(
-    visitor: Visitor,
-    State(service): State<Shared>,
-    headers: HeaderMap,
-    Form(form): Form<Fields>,
-) -> Response {
-    if let Some(refused) = visitor.forged(&form) {
-        return refused;
-    }
+async fn logout(State(service): State<Shared>, headers: HeaderMap, _: Posted) -> Response {
     if let Some(id) = cookie(&headers, COOKIE) {
         service.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     }
@@ -337,15 +352,7 @@ async fn export_page(visitor: Visitor, State(service): State<Shared>, Path(name)
     export_view(&visitor, &service, &name, None, None, None)
 }
 
-async fn plan(
-    visitor: Visitor,
-    State(service): State<Shared>,
-    Path(name): Path<String>,
-    Form(form): Form<Fields>,
-) -> Response {
-    if let Some(refused) = visitor.forged(&form) {
-        return refused;
-    }
+async fn plan(State(service): State<Shared>, Path(name): Path<String>, Posted { visitor, .. }: Posted) -> Response {
     match service.plan(&visitor.caller, &name).await {
         Ok(plan) => export_view(&visitor, &service, &name, Some(plan), None, None),
         Err(e) if e.status == StatusCode::BAD_REQUEST => {
@@ -355,15 +362,7 @@ async fn plan(
     }
 }
 
-async fn run_now(
-    visitor: Visitor,
-    State(service): State<Shared>,
-    Path(name): Path<String>,
-    Form(form): Form<Fields>,
-) -> Response {
-    if let Some(refused) = visitor.forged(&form) {
-        return refused;
-    }
+async fn run_now(State(service): State<Shared>, Path(name): Path<String>, Posted { visitor, .. }: Posted) -> Response {
     match service.run_now(&visitor.caller, &name).await {
         Ok(started) => {
             let notice = format!("Run {} started.", started.run_id);
@@ -377,14 +376,10 @@ async fn run_now(
 }
 
 async fn remove_export(
-    visitor: Visitor,
     State(service): State<Shared>,
     Path(name): Path<String>,
-    Form(form): Form<Fields>,
+    Posted { visitor, .. }: Posted,
 ) -> Response {
-    if let Some(refused) = visitor.forged(&form) {
-        return refused;
-    }
     match service.remove_export(&visitor.caller, &name) {
         Ok(()) => exports_page(&visitor, &service, None, Some(format!("Export {name} removed."))),
         Err(e) => visitor.failed(&service, e),
@@ -534,9 +529,6 @@ async fn edit_export(visitor: Visitor, State(service): State<Shared>, Path(name)
 }
 
 async fn save(visitor: &Visitor, service: &Shared, name: &str, fields: &Fields) -> Response {
-    if let Some(refused) = visitor.forged(fields) {
-        return refused;
-    }
     let (form, text) = match fields.get("toml") {
         Some(toml) => (None, toml.clone()),
         None => {
@@ -564,7 +556,7 @@ async fn save(visitor: &Visitor, service: &Shared, name: &str, fields: &Fields) 
     }
 }
 
-async fn create_export(visitor: Visitor, State(service): State<Shared>, Form(fields): Form<Fields>) -> Response {
+async fn create_export(State(service): State<Shared>, Posted { visitor, fields }: Posted) -> Response {
     let name = fields.get("name").map(|n| n.trim().to_owned()).unwrap_or_default();
     if service.definition_file(&name).is_ok_and(|f| f.exists()) {
         let form = ExportForm::from_fields(&fields);
@@ -575,10 +567,9 @@ async fn create_export(visitor: Visitor, State(service): State<Shared>, Form(fie
 }
 
 async fn update_export(
-    visitor: Visitor,
     State(service): State<Shared>,
     Path(name): Path<String>,
-    Form(fields): Form<Fields>,
+    Posted { visitor, fields }: Posted,
 ) -> Response {
     save(&visitor, &service, &name, &fields).await
 }
@@ -608,10 +599,7 @@ fn answered(visitor: &Visitor, service: &Shared, outcome: Result<String, ApiErro
     }
 }
 
-async fn add_connection(visitor: Visitor, State(service): State<Shared>, Form(fields): Form<Fields>) -> Response {
-    if let Some(refused) = visitor.forged(&fields) {
-        return refused;
-    }
+async fn add_connection(State(service): State<Shared>, Posted { visitor, fields }: Posted) -> Response {
     let get = |key: &str| fields.get(key).map(|v| v.trim().to_owned()).unwrap_or_default();
     let new = NewConnection {
         name: get("name"),
@@ -633,14 +621,10 @@ async fn add_connection(visitor: Visitor, State(service): State<Shared>, Form(fi
 }
 
 async fn set_usable_by(
-    visitor: Visitor,
     State(service): State<Shared>,
     Path(name): Path<String>,
-    Form(fields): Form<Fields>,
+    Posted { visitor, fields }: Posted,
 ) -> Response {
-    if let Some(refused) = visitor.forged(&fields) {
-        return refused;
-    }
     let usable_by = match fields.get("usable_by").map(String::as_str) {
         Some("admins-and-contributors") => UsableBy::AdminsAndContributors,
         _ => UsableBy::Admins,
@@ -655,27 +639,19 @@ async fn set_usable_by(
 }
 
 async fn test_connection(
-    visitor: Visitor,
     State(service): State<Shared>,
     Path(name): Path<String>,
-    Form(fields): Form<Fields>,
+    Posted { visitor, .. }: Posted,
 ) -> Response {
-    if let Some(refused) = visitor.forged(&fields) {
-        return refused;
-    }
     let outcome = service.test_connection(&visitor.caller, &name).await;
     answered(&visitor, &service, outcome)
 }
 
 async fn remove_connection(
-    visitor: Visitor,
     State(service): State<Shared>,
     Path(name): Path<String>,
-    Form(fields): Form<Fields>,
+    Posted { visitor, .. }: Posted,
 ) -> Response {
-    if let Some(refused) = visitor.forged(&fields) {
-        return refused;
-    }
     let outcome = service
         .remove_connection(&visitor.caller, &name)
         .map(|()| format!("Connection {name} removed; its exports no longer run."));

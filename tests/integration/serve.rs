@@ -567,3 +567,57 @@ async fn the_console_shows_each_role_what_it_may_do_and_refuses_forged_forms() {
     assert!(page.contains("run.started") && page.contains("consent.given"));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_says_where_it_serves_first_and_logs_in_with_a_password() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("pipelines")).unwrap();
+    let state = dir.path().join("pipelines/.cm-export");
+    let mut users = Users::load(&Users::path(&state)).unwrap();
+    users.add("ana", Role::Admin).unwrap();
+    users.set_password("ana", "correct horse battery").unwrap();
+    let mut serve = crate::support::command();
+    serve
+        .args(["serve", "pipelines", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = serve.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next_line().await.unwrap().unwrap();
+    let base = first
+        .strip_prefix("serving on ")
+        .unwrap_or_else(|| panic!("first line: {first}"));
+    assert!(base.starts_with("http://127.0.0.1:"), "{first}");
+
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = |password: &'static str| {
+        client
+            .post(format!("{base}/login"))
+            .form(&[("name", "ana"), ("password", password)])
+            .send()
+    };
+    assert_eq!(
+        login("correct horse batterx").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let answer = login("correct horse battery").await.unwrap();
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    assert!(
+        answer.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("cmx_session=")
+    );
+    let answer = client.get(format!("{base}/api/me")).send().await.unwrap();
+    assert_eq!(
+        answer.status(),
+        StatusCode::UNAUTHORIZED,
+        "the API takes tokens, not cookies"
+    );
+    child.kill().await.unwrap();
+}

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::{Connection, Connections, Pipeline};
+use crate::config::{Connection, Connections, Pipeline, Schedule};
 
 /// One `*.toml` in the folder, as last read.
 #[derive(Debug, Clone)]
@@ -41,8 +41,9 @@ pub enum Standing {
     Disabled,
     /// The definition does not parse or check; the message says where and how to fix it.
     Broken(String),
-    /// Its connection is missing or has no consent, or the permit refuses it.
-    Unusable(String),
+    /// Its connection is missing or has no consent, or the permit refuses it; its schedule,
+    /// if it has one, still keeps time, and each time says in the history why it did not run.
+    Unusable(String, Option<Schedule>),
 }
 
 impl Standing {
@@ -71,7 +72,16 @@ impl Standing {
         match (permitted, &pipeline.schedule) {
             (Ok(runnable), Some(_)) => Standing::Scheduled(runnable),
             (Ok(runnable), None) => Standing::OnDemand(runnable),
-            (Err(why), _) => Standing::Unusable(why),
+            (Err(why), schedule) => Standing::Unusable(why, schedule.clone()),
+        }
+    }
+
+    /// The schedule that keeps time for it, enabled.
+    pub fn schedule(&self) -> Option<&Schedule> {
+        match self {
+            Standing::Scheduled(runnable) => runnable.0.schedule.as_ref(),
+            Standing::Unusable(_, schedule) => schedule.as_ref(),
+            _ => None,
         }
     }
 

@@ -359,18 +359,15 @@ impl Scheduler {
             // A reload that changes nothing says nothing.
             let unchanged = previous.is_some_and(|p| describe(&p.standing) == describe(&standing))
                 && self.definitions.get(name).map(|d| &d.signature) == Some(&definition.signature);
-            let next = match (&standing, previous) {
+            let next = match (standing.schedule(), previous) {
                 // A schedule that did not change keeps its next time: a reload must not skip a time that is due.
-                (
-                    Standing::Scheduled(new),
-                    Some(Export {
-                        standing: Standing::Scheduled(old),
-                        next,
-                        ..
-                    }),
-                ) if same_schedule(&old.0, &new.0) => *next,
-                (Standing::Scheduled(new), _) => new.0.schedule.as_ref().and_then(|s| s.next_after(now)),
-                _ => None,
+                (Some(new), Some(previous))
+                    if previous.standing.schedule().is_some_and(|old| same_schedule(old, new)) =>
+                {
+                    previous.next
+                }
+                (Some(new), _) => new.next_after(now),
+                (None, _) => None,
             };
             if !unchanged {
                 let scheduled_run = self.running.get(name).is_some_and(|r| r.scheduled);
@@ -380,7 +377,7 @@ impl Scheduler {
                     Standing::Disabled => {
                         scheduled_run.then(|| "its schedule was disabled (`enabled = false`)".to_owned())
                     }
-                    Standing::Unusable(why) => Some(why.clone()),
+                    Standing::Unusable(why, _) => Some(why.clone()),
                 };
                 if let Some(why) = stop {
                     self.cancel(name, why);
@@ -413,7 +410,7 @@ impl Scheduler {
                 tracing::info!(export = %name, %file, "no [schedule]: runs only when asked")
             }
             Standing::Disabled => tracing::info!(export = %name, %file, "schedule disabled (`enabled = false`)"),
-            Standing::Broken(error) | Standing::Unusable(error) => {
+            Standing::Broken(error) | Standing::Unusable(error, _) => {
                 tracing::error!(export = %name, %file, "not scheduled: {error}");
                 self.emit(Event::Broken {
                     export: name.to_owned(),
@@ -445,9 +442,28 @@ impl Scheduler {
         let Some(export) = self.exports.get_mut(name) else {
             return;
         };
-        let Standing::Scheduled(scheduled) = &export.standing else {
-            export.next = None;
-            return;
+        let scheduled = match &export.standing {
+            Standing::Scheduled(scheduled) => scheduled,
+            Standing::Unusable(why, Some(schedule)) => {
+                // Its time came, and it may not run: the history says so, every time.
+                let why = format!("not run at its time: {why}");
+                export.next = schedule.next_after(now);
+                tracing::warn!(export = %name, "skipped: {why}");
+                let entry = HistoryEntry::without_report(
+                    name,
+                    &new_run_id(),
+                    Trigger::Schedule,
+                    RunStatus::Skipped,
+                    &now_rfc3339(),
+                    why,
+                );
+                self.history.append(entry).await;
+                return;
+            }
+            _ => {
+                export.next = None;
+                return;
+            }
         };
         let (pipeline, connection) = (**scheduled).clone();
         export.next = pipeline.schedule.as_ref().and_then(|s| s.next_after(now));
@@ -484,7 +500,7 @@ impl Scheduler {
             .get(name)
             .ok_or_else(|| format!("there is no export `{name}`"))?;
         let (pipeline, connection) = match &export.standing {
-            Standing::Broken(why) | Standing::Unusable(why) => return Err(why.clone()),
+            Standing::Broken(why) | Standing::Unusable(why, _) => return Err(why.clone()),
             Standing::Disabled => {
                 return Err("its schedule is disabled (`enabled = false`); enable it to run it".to_owned());
             }
@@ -624,11 +640,13 @@ fn describe(standing: &Standing) -> String {
         Standing::OnDemand(runnable) => format!("on demand on {}", runnable.1.name),
         Standing::Disabled => "disabled".to_owned(),
         Standing::Broken(error) => format!("broken: {error}"),
-        Standing::Unusable(error) => format!("unusable: {error}"),
+        Standing::Unusable(error, schedule) => format!(
+            "unusable: {error} (schedule {:?})",
+            schedule.as_ref().map(|s| (&s.expression, s.timezone.name()))
+        ),
     }
 }
 
-fn same_schedule(a: &Pipeline, b: &Pipeline) -> bool {
-    let key = |s: Option<&Schedule>| s.map(|s| (s.expression.clone(), s.timezone));
-    key(a.schedule.as_ref()) == key(b.schedule.as_ref())
+fn same_schedule(a: &Schedule, b: &Schedule) -> bool {
+    (&a.expression, a.timezone) == (&b.expression, b.timezone)
 }

@@ -21,7 +21,7 @@ pub struct Service {
     pub admin: String,
     pub contributor: String,
     pub viewer: String,
-    _clock: ManualClock,
+    pub clock: ManualClock,
 }
 
 impl Service {
@@ -146,7 +146,7 @@ pub async fn service() -> Service {
         admin,
         contributor,
         viewer,
-        _clock: clock,
+        clock,
     }
 }
 
@@ -357,7 +357,19 @@ async fn contributors_save_plan_and_run_exports_only_on_connections_usable_by_co
 async fn a_contributors_export_stops_when_its_connection_becomes_admins_only() {
     let s = service().await;
     s.add_connection("shared", "admins-and-contributors").await;
-    assert_eq!(s.save(&s.contributor, "weekly", "shared").await.0, StatusCode::CREATED);
+    let daily = format!(
+        "{}[schedule]\ncron = \"0 3 * * *\"\n",
+        definition(s.dir.path(), "shared")
+    );
+    let (status, body) = s
+        .call(
+            &s.contributor,
+            Method::PUT,
+            "/api/exports/weekly",
+            Some(Body::Text(daily)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
 
     // A run in progress (its imports held) is stopped before its next batch.
     s.emulator.hold_imports();
@@ -392,6 +404,30 @@ async fn a_contributors_export_stops_when_its_connection_becomes_admins_only() {
     let why = report["error"].as_str().unwrap();
     assert!(
         why.contains("saved by contributor `bob`") && why.contains("usable by admins only"),
+        "{why}"
+    );
+
+    // Its scheduled time comes and it does not run: the history says why.
+    s.clock.advance(Duration::from_secs(24 * 3600));
+    let mut skipped = None;
+    for _ in 0..1500 {
+        let (_, history) = s.call(&s.viewer, Method::GET, "/api/exports/weekly/runs", None).await;
+        skipped = history
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["status"] == "skipped")
+            .cloned();
+        if skipped.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let skipped = skipped.expect("no history line for the time it did not run");
+    assert_eq!(skipped["trigger"], "schedule");
+    let why = skipped["message"].as_str().unwrap();
+    assert!(
+        why.contains("not run at its time") && why.contains("saved by contributor `bob`"),
         "{why}"
     );
 

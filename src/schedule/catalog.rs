@@ -43,7 +43,7 @@ pub enum Standing {
     Broken(String),
     /// Its connection is missing or has no consent, or the permit refuses it; its schedule,
     /// if it has one, still keeps time, and each time says in the history why it did not run.
-    Unusable(String, Option<Schedule>),
+    Unusable(String, Option<Box<Schedule>>),
 }
 
 impl Standing {
@@ -72,7 +72,7 @@ impl Standing {
         match (permitted, &pipeline.schedule) {
             (Ok(runnable), Some(_)) => Standing::Scheduled(runnable),
             (Ok(runnable), None) => Standing::OnDemand(runnable),
-            (Err(why), schedule) => Standing::Unusable(why, schedule.clone()),
+            (Err(why), schedule) => Standing::Unusable(why, schedule.clone().map(Box::new)),
         }
     }
 
@@ -80,7 +80,7 @@ impl Standing {
     pub fn schedule(&self) -> Option<&Schedule> {
         match self {
             Standing::Scheduled(runnable) => runnable.0.schedule.as_ref(),
-            Standing::Unusable(_, schedule) => schedule.as_ref(),
+            Standing::Unusable(_, schedule) => schedule.as_deref(),
             _ => None,
         }
     }

@@ -53,10 +53,25 @@ async fn log_in(browser: &Client, s: &Service, token: &str) {
     browser.wait().for_element(Locator::Css("header")).await.unwrap();
 }
 
-/// Clicks `button` and waits for the answer's page to show `shows` (a CSS selector).
+/// Clicks `button` and waits for the answer: a new page showing `shows` (a CSS selector).
 async fn submit(browser: &Client, button: &str, shows: &str) -> String {
+    let before = browser.find(Locator::Css("html")).await.unwrap();
     click(browser, &format!("#{button}")).await;
+    // The old page may show `shows` too: wait until it is gone.
+    for _ in 0..600 {
+        if before.tag_name().await.is_err() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     browser.wait().for_element(Locator::Css(shows)).await.unwrap();
+    browser.source().await.unwrap()
+}
+
+/// Opens `path` and returns its page once its heading is there.
+async fn open(browser: &Client, s: &Service, path: &str) -> String {
+    browser.goto(&format!("{}{path}", s.base)).await.unwrap();
+    browser.wait().for_element(Locator::Css("main h1")).await.unwrap();
     browser.source().await.unwrap()
 }
 
@@ -98,7 +113,7 @@ async fn admin_contributor_and_viewer_in_a_real_browser() {
 
     // The admin adds a connection; without "I agree" it is refused.
     log_in(&browser, &s, &s.admin).await;
-    browser.goto(&format!("{}/connections", s.base)).await.unwrap();
+    open(&browser, &s, "/connections").await;
     let base_url = s.emulator.base_url();
     fill(
         &browser,
@@ -136,7 +151,7 @@ async fn admin_contributor_and_viewer_in_a_real_browser() {
 
     // The contributor builds an export in the editor and runs it.
     log_in(&browser, &s, &s.contributor).await;
-    browser.goto(&format!("{}/exports/new", s.base)).await.unwrap();
+    open(&browser, &s, "/exports/new").await;
     let source = s.dir.path().join("profiles").display().to_string();
     fill(
         &browser,
@@ -152,13 +167,21 @@ async fn admin_contributor_and_viewer_in_a_real_browser() {
     assert!(page.contains("Export weekly saved"), "{page}");
     assert_eq!(forged_post(&browser, "/exports/weekly/run").await, 403);
     assert!(active_emails(&s.emulator).is_empty(), "a forged Run now ran");
-    let page = submit(&browser, "run-now", ".notice").await;
-    let at = page.find("Run ").expect("no notice of the run") + 4;
-    let run_id = page[at..at + page[at..].find(' ').unwrap()].to_owned();
+    submit(&browser, "run-now", ".notice").await;
+    let notice = browser
+        .find(Locator::Css(".notice"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let run_id = match notice.split(' ').collect::<Vec<_>>()[..] {
+        ["Run", id, "started."] => id.to_owned(),
+        _ => panic!("not the notice of a run: {notice}"),
+    };
     let report = s.finished("weekly", &run_id).await;
     assert_eq!(report["status"], "succeeded_with_rejects");
-    browser.goto(&format!("{}/exports/weekly", s.base)).await.unwrap();
-    let page = browser.source().await.unwrap();
+    let page = open(&browser, &s, "/exports/weekly").await;
     assert!(
         page.contains("succeeded with rejects") && page.contains(&run_id),
         "{page}"
@@ -169,9 +192,7 @@ async fn admin_contributor_and_viewer_in_a_real_browser() {
 
     // The viewer sees the export and its run, and has no Run button.
     log_in(&browser, &s, &s.viewer).await;
-    browser.goto(&format!("{}/exports/weekly", s.base)).await.unwrap();
-    browser.wait().for_element(Locator::Css("svg.runs")).await.unwrap();
-    let page = browser.source().await.unwrap();
+    let page = open(&browser, &s, "/exports/weekly").await;
     assert!(page.contains(&run_id) && page.contains("vic"), "{page}");
     assert!(
         browser.find(Locator::Id("run-now")).await.is_err(),

@@ -97,7 +97,9 @@ fn ready(port: u16) -> bool {
         return false;
     };
     let mut answer = String::new();
-    stream.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").is_ok()
+    stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .is_ok()
         && stream.read_to_string(&mut answer).is_ok()
         && answer.starts_with("HTTP/1.1 200")
 }

@@ -438,6 +438,20 @@ impl Scheduler {
         }
     }
 
+    /// A scheduled time that did not start a run: said in the log and the history.
+    async fn skipped(&self, name: &str, why: String) {
+        tracing::warn!(export = %name, "skipped: {why}");
+        let entry = HistoryEntry::without_report(
+            name,
+            &new_run_id(),
+            Trigger::Schedule,
+            RunStatus::Skipped,
+            &now_rfc3339(),
+            why,
+        );
+        self.history.append(entry).await;
+    }
+
     async fn fire(&mut self, name: &str, now: DateTime<Utc>) {
         let Some(export) = self.exports.get_mut(name) else {
             return;
@@ -448,16 +462,7 @@ impl Scheduler {
                 // Its time came, and it may not run: the history says so, every time.
                 let why = format!("not run at its time: {why}");
                 export.next = schedule.next_after(now);
-                tracing::warn!(export = %name, "skipped: {why}");
-                let entry = HistoryEntry::without_report(
-                    name,
-                    &new_run_id(),
-                    Trigger::Schedule,
-                    RunStatus::Skipped,
-                    &now_rfc3339(),
-                    why,
-                );
-                self.history.append(entry).await;
+                self.skipped(name, why).await;
                 return;
             }
             _ => {
@@ -474,19 +479,11 @@ impl Scheduler {
                 running.run_id,
                 running.started.to_rfc3339()
             );
-            tracing::warn!(export = %name, "skipped: {why}");
-            let entry = HistoryEntry::without_report(
-                name,
-                &new_run_id(),
-                Trigger::Schedule,
-                RunStatus::Skipped,
-                &now_rfc3339(),
-                why,
-            );
-            self.history.append(entry).await;
+            let running = running.run_id.clone();
+            self.skipped(name, why).await;
             self.emit(Event::Skipped {
                 export: name.to_owned(),
-                running: running.run_id.clone(),
+                running,
             });
             return;
         }

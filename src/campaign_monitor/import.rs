@@ -101,14 +101,33 @@ pub struct BatchSizeError(pub usize);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportBatch {
     subscribers: Vec<ImportSubscriber>,
+    /// Their JSON, commas included: what the batch weighs in memory, roughly, while in flight.
+    json_bytes: usize,
 }
 
 impl ImportBatch {
     pub fn new(subscribers: Vec<ImportSubscriber>) -> Result<Self, BatchSizeError> {
+        let json_bytes = subscribers.iter().map(|s| s.json_len() + 1).sum();
+        Self::measured(subscribers, json_bytes)
+    }
+
+    /// For a caller that measured `json_bytes` (the sum of `json_len() + 1`) already.
+    pub fn measured(subscribers: Vec<ImportSubscriber>, json_bytes: usize) -> Result<Self, BatchSizeError> {
         if subscribers.is_empty() || subscribers.len() > MAX_IMPORT_BATCH {
             return Err(BatchSizeError(subscribers.len()));
         }
-        Ok(Self { subscribers })
+        debug_assert_eq!(
+            json_bytes,
+            subscribers.iter().map(|s| s.json_len() + 1).sum::<usize>()
+        );
+        Ok(Self {
+            subscribers,
+            json_bytes,
+        })
+    }
+
+    pub fn json_bytes(&self) -> usize {
+        self.json_bytes
     }
 
     pub fn subscribers(&self) -> &[ImportSubscriber] {

@@ -95,8 +95,10 @@ struct MappingWire {
 struct OptionsWire {
     /// Subscribers per import call, 1..=1000. Default 1000.
     batch_size: Option<i64>,
-    /// Import calls in flight at once, 1..=64. Default 8.
+    /// Import calls in flight when sending starts, 1..=64. Default 8.
     concurrency: Option<i64>,
+    /// The most import calls in flight the run may rise to, `concurrency`..=64. Default 64.
+    max_concurrency: Option<i64>,
     /// The contract cap: an export over it sends nothing. Default 1,000,000.
     max_profiles: Option<i64>,
     /// Re-add people who unsubscribed or were deleted. Default false.
@@ -250,7 +252,10 @@ impl Mapping {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub batch_size: NonZeroUsize,
+    /// Imports in flight at the start; the run raises it while answers keep up...
     pub concurrency: NonZeroUsize,
+    /// ... up to this.
+    pub max_concurrency: NonZeroUsize,
     pub max_profiles: u64,
     pub resubscribe: bool,
     pub max_removals: MaxRemovals,
@@ -434,6 +439,22 @@ impl Pipeline {
             DEFAULT_CONCURRENCY,
             MAX_CONCURRENCY,
         )?;
+        let max_concurrency = bounded(
+            path,
+            "options.max-concurrency",
+            options.max_concurrency,
+            MAX_CONCURRENCY,
+            MAX_CONCURRENCY,
+        )?;
+        if max_concurrency < concurrency {
+            return Err(ConfigError::invalid(
+                path,
+                "options.max-concurrency",
+                format!(
+                    "is {max_concurrency}, below options.concurrency ({concurrency}); raise it or lower options.concurrency"
+                ),
+            ));
+        }
         let max_profiles = match options.max_profiles {
             None => DEFAULT_MAX_PROFILES,
             Some(n) if n >= 1 => n as u64,
@@ -499,6 +520,7 @@ impl Pipeline {
             options: Options {
                 batch_size,
                 concurrency,
+                max_concurrency,
                 max_profiles,
                 resubscribe: options.resubscribe.unwrap_or(false),
                 max_removals,
@@ -699,6 +721,12 @@ batch-size = 500
             ("batch-size = 500", "batch-size = 0", "options.batch-size` is 0"),
             ("batch-size = 500", "batch-size = 1001", "between 1 and 1000"),
             ("batch-size = 500", "concurrency = 0", "options.concurrency"),
+            (
+                "batch-size = 500",
+                "concurrency = 16\nmax-concurrency = 12",
+                "`options.max-concurrency` is 12, below options.concurrency (16)",
+            ),
+            ("batch-size = 500", "max-concurrency = 65", "between 1 and 64"),
             ("batch-size = 500", "max-profiles = -1", "options.max-profiles"),
             ("email = \"email\"\n", "", "missing field `email`"),
             (

@@ -43,16 +43,15 @@ struct Filling {
 impl Filling {
     /// Adds `member`, whose JSON takes `size` bytes with its comma; returns the full batch it
     /// completes, or the batch it did not fit in.
-    fn add(&mut self, member: ImportSubscriber, size: usize, batch_size: usize) -> Option<Vec<ImportSubscriber>> {
+    fn add(&mut self, member: ImportSubscriber, size: usize, batch_size: usize) -> Option<Filling> {
         let overflow = (self.bytes + size > MAX_SUBSCRIBER_BYTES).then(|| self.take());
         self.bytes += size;
         self.members.push(member);
         overflow.or_else(|| (self.members.len() >= batch_size).then(|| self.take()))
     }
 
-    fn take(&mut self) -> Vec<ImportSubscriber> {
-        self.bytes = 0;
-        std::mem::take(&mut self.members)
+    fn take(&mut self) -> Filling {
+        std::mem::take(self)
     }
 }
 
@@ -98,7 +97,7 @@ impl Batcher {
 
     /// Adds a member to the batch being filled, unless an earlier attempt got it accepted or
     /// it alone is too large for a request; returns the batch it completed, if any.
-    fn keep(&self, member: ImportSubscriber, filling: &mut Filling) -> Option<Vec<ImportSubscriber>> {
+    fn keep(&self, member: ImportSubscriber, filling: &mut Filling) -> Option<Filling> {
         if !self.already_sent.is_empty() && self.already_sent.contains(&member.email_address.to_ascii_lowercase()) {
             return None;
         }
@@ -112,9 +111,9 @@ impl Batcher {
     }
 
     /// Sends a batch on; if the dispatcher no longer takes any, its members are `not_sent`.
-    async fn hand_over(&self, members: Vec<ImportSubscriber>, batches: &mpsc::Sender<ImportBatch>) -> u64 {
+    async fn hand_over(&self, filled: Filling, batches: &mpsc::Sender<ImportBatch>) -> u64 {
         // Batches hold 1..=batch-size (<= 1000) members; an empty one is not sent.
-        let Ok(batch) = ImportBatch::new(members) else {
+        let Ok(batch) = ImportBatch::measured(filled.members, filled.bytes) else {
             return 0;
         };
         match batches.send(batch).await {
@@ -201,7 +200,7 @@ mod tests {
 
     fn add(filling: &mut Filling, member: ImportSubscriber, batch_size: usize) -> Option<Vec<ImportSubscriber>> {
         let size = member.json_len() + 1;
-        filling.add(member, size, batch_size)
+        filling.add(member, size, batch_size).map(|full| full.members)
     }
 
     #[test]
@@ -211,7 +210,7 @@ mod tests {
             .filter_map(|i| add(&mut filling, member(&format!("{i}@x.com"), 1), 2))
             .collect();
         assert_eq!(full.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 2]);
-        assert_eq!(filling.take().len(), 1);
+        assert_eq!(filling.take().members.len(), 1);
 
         // 1000 members of 8 fields of 250 characters: about 2.1 MB, over one request.
         let mut filling = Filling::default();
@@ -229,7 +228,7 @@ mod tests {
                 sizes.push(batch.len());
             }
         }
-        sizes.push(filling.take().len());
+        sizes.push(filling.take().members.len());
         assert_eq!(sizes.iter().sum::<usize>(), 1000);
         assert!(sizes.len() == 2 && sizes[0] < 1000, "{sizes:?}");
     }

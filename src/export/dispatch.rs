@@ -30,6 +30,10 @@ pub enum Dispatched {
     Failed(ExportError),
 }
 
+/// Import bodies in flight at once, at most (and one more batch): what bounds the memory
+/// of sending when the limit rises, since a batch can weigh 2 MiB of JSON.
+const IN_FLIGHT_BYTES: usize = 32 * 1024 * 1024;
+
 pub struct Dispatcher<'a> {
     pub sender: Arc<Sender>,
     pub limit: &'a mut Concurrency,
@@ -51,12 +55,21 @@ impl Dispatcher<'_> {
     ) -> Dispatched {
         tokio::pin!(stop);
         let mut in_flight = FuturesUnordered::new();
+        let mut in_flight_bytes = 0;
         let mut open = true;
         let mut ended: Option<Dispatched> = None;
         while open || !in_flight.is_empty() {
-            let can_take = open && ended.is_none() && in_flight.len() < self.limit.current();
+            let can_take = open
+                && ended.is_none()
+                && in_flight.len() < self.limit.current()
+                && in_flight_bytes < IN_FLIGHT_BYTES;
             tokio::select! {
                 Some((number, sent)) = in_flight.next(), if !in_flight.is_empty() => {
+                    let sent: Sent = sent;
+                    in_flight_bytes -= sent.batch.json_bytes();
+                    // Every slot was taken (this one included) while batches waited.
+                    let held_back = in_flight.len() + 1 >= self.limit.current() && !batches.is_empty();
+                    self.limit.on_answer(sent.rate_limited > 0, sent.latency, held_back);
                     if let Err(error) = self.answered(number, sent) {
                         fail(&mut ended, error);
                     }
@@ -74,6 +87,7 @@ impl Dispatcher<'_> {
                             fail(&mut ended, StateError::from(error).into());
                             continue;
                         }
+                        in_flight_bytes += batch.json_bytes();
                         let sender = self.sender.clone();
                         in_flight.push(async move { (number, sender.send(batch).await) });
                     }
@@ -94,7 +108,6 @@ impl Dispatcher<'_> {
     /// Counts one answer; journals it if accepted. `Err` when the run must stop.
     fn answered(&mut self, number: u64, sent: Sent) -> Result<(), ExportError> {
         self.tally.requests(&sent);
-        self.limit.on_answer(sent.rate_limited > 0, sent.latency);
         match sent.delivery {
             Delivery::Accepted {
                 new,

@@ -49,7 +49,8 @@ impl Remover<'_> {
             }
             tokio::select! {
                 Some((key, removed)) = in_flight.next() => {
-                    self.limit.on_answer(removed.rate_limited > 0, removed.latency);
+                    let held_back = in_flight.len() + 1 >= self.limit.current() && keys.len() > 0;
+                    self.limit.on_answer(removed.rate_limited > 0, removed.latency, held_back);
                     self.tally.removal(&key, &removed);
                     self.answered.fetch_add(1, Ordering::Relaxed);
                     let journaled = match removed.outcome {

@@ -303,7 +303,7 @@ async fn send(
         pipeline.options.resubscribe,
         options.backoff,
     ));
-    let mut limit = Concurrency::new(concurrency);
+    let mut limit = Concurrency::new(concurrency, pipeline.options.max_concurrency.get());
     let dispatched = Dispatcher {
         sender: sender.clone(),
         limit: &mut limit,
@@ -358,7 +358,7 @@ async fn send(
         }
         (dispatched, _) => dispatched,
     };
-    tally.concurrency_at_end(limit.current());
+    tally.concurrency(limit.current(), limit.peak());
     match removals {
         Dispatched::Failed(error) => Err(error),
         Dispatched::Stopped(reason) => Ok(Stop::Early(reason)),

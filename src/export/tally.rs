@@ -94,6 +94,7 @@ pub struct Tally {
     /// API failure code -> rows.
     api: BTreeMap<i64, u64>,
     concurrency_at_end: u64,
+    concurrency_peak: u64,
     removed: u64,
     already_gone: u64,
     removal_failures: u64,
@@ -114,6 +115,7 @@ impl Tally {
             not_sent: 0,
             api: BTreeMap::new(),
             concurrency_at_end: 0,
+            concurrency_peak: 0,
             removed: 0,
             already_gone: 0,
             removal_failures: 0,
@@ -199,9 +201,10 @@ impl Tally {
         self.not_sent += not_sent(&self.rejects, members);
     }
 
-    /// The adaptive concurrency limit when sending ended.
-    pub fn concurrency_at_end(&mut self, limit: usize) {
-        self.concurrency_at_end = limit as u64;
+    /// The adaptive concurrency limit when sending ended, and the highest it reached.
+    pub fn concurrency(&mut self, at_end: usize, peak: usize) {
+        self.concurrency_at_end = at_end as u64;
+        self.concurrency_peak = peak as u64;
     }
 
     /// What the batcher did: rows read and sorted, and members it could not hand over.
@@ -224,6 +227,7 @@ impl Tally {
         report.rejected.api = self.api;
         report.rejected.not_sent = self.not_sent;
         report.concurrency_at_end = self.concurrency_at_end;
+        report.concurrency_peak = self.concurrency_peak;
         report.members_removed = self.removed;
         report.members_already_gone = self.already_gone;
         report.removal_failures = self.removal_failures;

@@ -145,9 +145,13 @@ pub struct Report {
     #[serde(default)]
     pub members_maybe_resent: u64,
     pub members_per_second: f64,
-    /// Imports the adaptive limit allowed in flight when the run ended (at most `concurrency`).
+    /// Imports the adaptive limit allowed in flight when the run ended: it starts at
+    /// `concurrency` and rises, while it is what holds sending back, to `max-concurrency`.
     #[serde(default)]
     pub concurrency_at_end: u64,
+    /// The highest that limit was during the run.
+    #[serde(default)]
+    pub concurrency_peak: u64,
     pub rejects_file: Option<PathBuf>,
     /// Where this report is (the `--report` copy when there is one).
     #[serde(default)]
@@ -200,6 +204,7 @@ impl Default for Report {
             members_maybe_resent: 0,
             members_per_second: 0.0,
             concurrency_at_end: 0,
+            concurrency_peak: 0,
             rejects_file: None,
             report_file: None,
             error: None,

@@ -516,3 +516,35 @@ async fn plan_takes_the_connections_file_and_checks_the_connection() {
     assert_eq!(code, 0);
     assert!(stdout.contains("`cm` (not checked: no connections file)"), "{stdout}");
 }
+
+/// At real API latency the limit must rise to what the latency needs: here every answer comes
+/// only when the test lets one through, and each one that comes while batches wait opens one
+/// more slot, up to `max-concurrency` and never past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limit_rises_while_batches_wait_and_stops_at_max_concurrency() {
+    let emulator = emulator().await;
+    let dir = folder(&emulator, 3000);
+    let text = PIPELINE.replace("concurrency = 1", "concurrency = 2\nmax-concurrency = 5");
+    let pipeline = definition(dir.path(), "all", &text);
+    let connection = connection(dir.path());
+    emulator.hold_imports();
+    let options = options(dir.path(), false);
+    let run = run_to_end(&pipeline, &connection, &options);
+    let answer = async {
+        let step = std::time::Duration::from_secs(60);
+        // The rate gate lets one request go alone until an answer says what the API's limit
+        // is; then each answer lets one more in: 2 -> 3 -> 4 -> 5.
+        for (released, in_flight) in [(0, 1), (1, 3), (1, 4), (1, 5)] {
+            emulator.release_imports(released);
+            tokio::time::timeout(step, emulator.imports_waiting(in_flight))
+                .await
+                .unwrap_or_else(|_| panic!("{in_flight} imports never came in flight"));
+        }
+        emulator.open_imports();
+    };
+    let (report, ()) = tokio::join!(run, answer);
+    assert_eq!(report.status, RunStatus::SucceededWithRejects, "{report:?}");
+    assert_eq!(report.members_sent, report.members_unique);
+    assert_eq!(report.concurrency_peak, 5, "{report:?}");
+    assert!(report.concurrency_at_end <= 5);
+}

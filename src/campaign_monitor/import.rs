@@ -38,12 +38,10 @@ pub enum ConsentToTrack {
 impl ConsentToTrack {
     /// Case-insensitive, as the official clients treat it.
     pub fn parse(text: &str) -> Option<Self> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "yes" => Some(Self::Yes),
-            "no" => Some(Self::No),
-            "unchanged" => Some(Self::Unchanged),
-            _ => None,
-        }
+        let text = text.trim();
+        [Self::Yes, Self::No, Self::Unchanged]
+            .into_iter()
+            .find(|c| c.as_str().eq_ignore_ascii_case(text))
     }
 
     pub fn as_str(self) -> &'static str {
@@ -116,10 +114,7 @@ impl ImportBatch {
         if subscribers.is_empty() || subscribers.len() > MAX_IMPORT_BATCH {
             return Err(BatchSizeError(subscribers.len()));
         }
-        debug_assert_eq!(
-            json_bytes,
-            subscribers.iter().map(|s| s.json_len() + 1).sum::<usize>()
-        );
+        debug_assert_eq!(json_bytes, subscribers.iter().map(|s| s.json_len() + 1).sum::<usize>());
         Ok(Self {
             subscribers,
             json_bytes,

@@ -249,7 +249,7 @@ fn route(
                         let mut state = shared.lock();
                         match state.lists.get_mut(&id) {
                             None => invalid_list(),
-                            Some(list) => match list.add(subscriber, &now_text()) {
+                            Some(list) => match list.add(subscriber, now_text()) {
                                 Ok(email) => json(StatusCode::CREATED, &email),
                                 Err(e) => bad_request(e),
                             },
@@ -300,7 +300,7 @@ fn change_state(shared: &Shared, list_id: &str, email: &str, to: MemberState) ->
     };
     if member.state != to {
         member.state = to;
-        member.date = now_text();
+        member.date = now_text().into();
         match to {
             MemberState::Deleted => state.stats.subscribers_deleted += 1,
             _ => state.stats.subscribers_unsubscribed += 1,
@@ -360,7 +360,7 @@ fn import(shared: &Shared, list_id: &str, body: &Bytes) -> Answer {
     let Some(list) = state.lists.get_mut(list_id) else {
         return invalid_list();
     };
-    let outcome = list.import(request, &now);
+    let outcome = list.import(request, now);
     state.stats.import_calls += 1;
     state.stats.subscribers_received += received;
     match outcome {

@@ -116,7 +116,11 @@ mod tests {
         for _ in 0..100 {
             c.on_answer(false, FAST, false);
         }
-        assert_eq!(c.current(), 8, "the scan is the bottleneck: more slots would stay empty");
+        assert_eq!(
+            c.current(),
+            8,
+            "the scan is the bottleneck: more slots would stay empty"
+        );
         for _ in 0..10 {
             c.on_answer(false, FAST, true);
         }

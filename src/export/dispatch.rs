@@ -59,10 +59,8 @@ impl Dispatcher<'_> {
         let mut open = true;
         let mut ended: Option<Dispatched> = None;
         while open || !in_flight.is_empty() {
-            let can_take = open
-                && ended.is_none()
-                && in_flight.len() < self.limit.current()
-                && in_flight_bytes < IN_FLIGHT_BYTES;
+            let can_take =
+                open && ended.is_none() && in_flight.len() < self.limit.current() && in_flight_bytes < IN_FLIGHT_BYTES;
             tokio::select! {
                 Some((number, sent)) = in_flight.next(), if !in_flight.is_empty() => {
                     let sent: Sent = sent;

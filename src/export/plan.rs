@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::error::ExportError;
 use super::options::RunOptions;
-use super::preflight::check_cap;
+use super::preflight::guard_cap;
 use super::progress::{Progress, Work};
 use super::scan::Scan;
 use super::tracking::{self, Tracking};
@@ -147,7 +147,15 @@ async fn plan_on_engine(pipeline: &Pipeline, options: &RunOptions) -> Result<Pla
             let rows = frame.count().await.map_err(ExportError::scan)?;
             segments.insert(segment.name.clone(), rows as u64);
         }
-        let rows_expected = check_cap(&query, owned.options.max_profiles).await?;
+        // The export query is the chosen segments' union (`UNION ALL`): its rows are theirs.
+        // The plan's own scan computes every value, so no count needs to first.
+        let rows_expected = owned
+            .destination
+            .segments
+            .iter()
+            .map(|name| segments.get(name).copied().unwrap_or(0))
+            .sum();
+        guard_cap(&query, rows_expected, owned.options.max_profiles).await?;
         let state_dir = run_options
             .state_dir
             .clone()

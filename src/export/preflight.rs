@@ -12,7 +12,7 @@ use crate::campaign_monitor::{Client, ClientOptions, Credentials, retry_call};
 use crate::config::{Connection, Pipeline};
 use crate::engine::{self, OnEngine};
 use crate::retry::Backoff;
-use crate::segment::{self, Prepared};
+use crate::segment::{self, Prepared, fallible_columns};
 
 /// A run that may send: the query (kept on the engine), the client, the rows to expect.
 pub struct Ready {
@@ -122,37 +122,44 @@ fn resolve_key(list_id: &str, key: &str, fields: &[CustomField]) -> Result<Strin
         })
 }
 
-/// Rows the export query yields, counted with every mapped value evaluated (a value that
-/// cannot be read fails here, before anything is sent); when that is over the cap, the exact
+/// Rows the export query yields, counted with every mapped value that can fail to compute
+/// computed (a bad value fails here, before anything is sent; values read as they are from
+/// the snapshot are left unread, see `segment::fallible_columns`); over the cap, the exact
 /// number of distinct addresses, which is what the cap is about. Runs on the engine.
 pub async fn check_cap(query: &Prepared, max_profiles: u64) -> Result<u64, ExportError> {
-    // `count(column)` must read the column, so its casts run; `count(*)` would skip them.
+    let fallible = fallible_columns(&query.export).map_err(ExportError::scan)?;
+    // `count(column)` must compute the column; `count(*)` reads only what the filters need.
     let mut counts = vec![count(lit(1)).alias("rows")];
     counts.extend(
-        query
-            .export
-            .schema()
-            .fields()
+        fallible
             .iter()
             .enumerate()
-            .map(|(i, f)| count(ident(f.name())).alias(format!("c{i}"))),
+            .map(|(i, name)| count(ident(name)).alias(format!("c{i}"))),
     );
     let rows = first_count(query.export.clone().aggregate(vec![], counts)).await?;
-    if rows > max_profiles {
-        let email = ident("email");
-        let distinct = query
-            .export
-            .clone()
-            .aggregate(vec![], vec![count_distinct(lower(trim(vec![email]))).alias("n")]);
-        let members = first_count(distinct).await?;
-        if members > max_profiles {
-            return Err(ExportError::OverCap {
-                members,
-                max: max_profiles,
-            });
-        }
-    }
+    guard_cap(query, rows, max_profiles).await?;
     Ok(rows)
+}
+
+/// Given the rows the export query yields: when they are over the cap, counts the distinct
+/// addresses among them (one more scan, of the address column), and refuses if those are.
+pub async fn guard_cap(query: &Prepared, rows: u64, max_profiles: u64) -> Result<(), ExportError> {
+    if rows <= max_profiles {
+        return Ok(());
+    }
+    let email = ident("email");
+    let distinct = query
+        .export
+        .clone()
+        .aggregate(vec![], vec![count_distinct(lower(trim(vec![email]))).alias("n")]);
+    let members = first_count(distinct).await?;
+    if members > max_profiles {
+        return Err(ExportError::OverCap {
+            members,
+            max: max_profiles,
+        });
+    }
+    Ok(())
 }
 
 async fn first_count(

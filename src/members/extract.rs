@@ -134,10 +134,15 @@ fn strings(array: &ArrayRef) -> Strings<'_> {
 }
 
 fn consent_value(text: &str) -> Option<ConsentToTrack> {
-    ConsentToTrack::parse(text).or(match text.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "y" => Some(ConsentToTrack::Yes),
-        "false" | "0" | "n" => Some(ConsentToTrack::No),
-        _ => None,
+    let is = |words: [&str; 3]| words.iter().any(|w| w.eq_ignore_ascii_case(text.trim()));
+    ConsentToTrack::parse(text).or_else(|| {
+        if is(["true", "1", "y"]) {
+            Some(ConsentToTrack::Yes)
+        } else if is(["false", "0", "n"]) {
+            Some(ConsentToTrack::No)
+        } else {
+            None
+        }
     })
 }
 

@@ -3,6 +3,9 @@
 //! out of the union of the chosen segments.
 
 mod balance;
+mod fallible;
+
+pub use fallible::fallible_columns;
 
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::common::TableReference;

@@ -27,6 +27,7 @@ email = "email"
 [options]
 batch-size = 100
 concurrency = 1
+max-concurrency = 1
 "#;
 
 /// A folder with profiles, a key file and a connection to `emulator`.
@@ -523,15 +524,29 @@ async fn plan_takes_the_connections_file_and_checks_the_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_limit_rises_while_batches_wait_and_stops_at_max_concurrency() {
     let emulator = emulator().await;
-    let dir = folder(&emulator, 3000);
-    let text = PIPELINE.replace("concurrency = 1", "concurrency = 2\nmax-concurrency = 5");
+    let dir = folder(&emulator, 0);
+    cm_export::sample::generate(&dir.path().join("profiles"), 3000, 1, 11).unwrap();
+    let text = PIPELINE.replace(
+        "concurrency = 1\nmax-concurrency = 1",
+        "concurrency = 2\nmax-concurrency = 5",
+    );
     let pipeline = definition(dir.path(), "all", &text);
     let connection = connection(dir.path());
     emulator.hold_imports();
-    let options = options(dir.path(), false);
+    let live = std::sync::Arc::new(export::Live::default());
+    let options = RunOptions {
+        live: Some(live.clone()),
+        ..options(dir.path(), false)
+    };
     let run = run_to_end(&pipeline, &connection, &options);
     let answer = async {
         let step = std::time::Duration::from_secs(60);
+        // Batches wait from the moment the scan has read every row (the limit holds them
+        // back); the first answer must come after that, or it rightly opens nothing.
+        emulator.imports_waiting(1).await;
+        while live.snapshot()["rows_scanned"] != 3000 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         // The rate gate lets one request go alone until an answer says what the API's limit
         // is; then each answer lets one more in: 2 -> 3 -> 4 -> 5.
         for (released, in_flight) in [(0, 1), (1, 3), (1, 4), (1, 5)] {

@@ -19,6 +19,7 @@ email = "email"
 [options]
 batch-size = 100
 concurrency = 2
+max-concurrency = 2
 "#;
 
 /// Sample data, an emulator and the definitions, in a fresh folder. Tests stop runs between
@@ -104,7 +105,7 @@ async fn a_killed_run_resumes_where_it_stopped() {
     let after = emulator.stats();
     let on_list = active_emails(&emulator);
     assert_eq!(on_list.len() as u64, unique);
-    // Batches answered but not journaled when the kill came (at most `concurrency` of 100)
+    // Batches answered but not journaled when the kill came (at most `max-concurrency` of 100)
     // come again, and the report says how many members that was.
     let again = after.lists[LIST].imported_existing;
     let maybe = report["members_maybe_resent"].as_u64().unwrap();

@@ -18,6 +18,10 @@ pub const MAX_SUBSCRIBER_BYTES: usize = MAX_REQUEST_BYTES - BODY_ENVELOPE_BYTES;
 
 /// Bytes of `text` as a JSON string, quotes included, as serde_json writes it.
 fn json_string_len(text: &str) -> usize {
+    let plain = |b: &u8| *b >= 0x20 && *b != b'"' && *b != b'\\';
+    if text.as_bytes().iter().all(plain) {
+        return text.len() + 2;
+    }
     2 + text
         .bytes()
         .map(|b| match b {

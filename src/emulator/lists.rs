@@ -1,11 +1,13 @@
 //! The emulator's lists and members, and the import rules the real API follows.
 //! Pure: no I/O, no clock (the caller passes `now`), so tests feed it literals.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Deserialize;
 
+use super::members::{Members, key};
 pub use crate::campaign_monitor::MemberState;
 use crate::campaign_monitor::types::{
     ApiErrorBody, CustomField, CustomFieldValue, ImportFailure, ImportResult, ListStats, SubscriberDetails,
@@ -46,38 +48,85 @@ impl Member {
     }
 }
 
+/// A string of a request: borrowed from the body when it holds no escapes, so that reading
+/// a thousand subscribers allocates only what the list keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Text<'a>(pub Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'a> From<&'a str> for Text<'a> {
+    fn from(text: &'a str) -> Self {
+        Self(Cow::Borrowed(text))
+    }
+}
+
+impl Text<'_> {
+    pub fn into_string(self) -> String {
+        self.0.into_owned()
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Cow<'de, str>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
+                Ok(Cow::Borrowed(text))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(text.to_owned()))
+            }
+            fn visit_string<E>(self, text: String) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(text))
+            }
+        }
+        deserializer.deserialize_str(Visit).map(Text)
+    }
+}
+
 /// A subscriber as a request carries it: every field optional, so that the emulator, not
 /// serde, decides which omission is which API error.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct IncomingSubscriber {
-    #[serde(default)]
-    pub email_address: Option<String>,
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub custom_fields: Option<Vec<IncomingField>>,
-    #[serde(default)]
-    pub consent_to_track: Option<String>,
+pub struct IncomingSubscriber<'a> {
+    #[serde(default, borrow)]
+    pub email_address: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub name: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub custom_fields: Option<Vec<IncomingField<'a>>>,
+    #[serde(default, borrow)]
+    pub consent_to_track: Option<Text<'a>>,
     #[serde(default)]
     pub resubscribe: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct IncomingField {
-    pub key: String,
-    #[serde(default)]
-    pub value: Option<String>,
+pub struct IncomingField<'a> {
+    #[serde(borrow)]
+    pub key: Text<'a>,
+    #[serde(default, borrow)]
+    pub value: Option<Text<'a>>,
     #[serde(default)]
     pub clear: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct IncomingImport {
-    #[serde(default)]
-    pub subscribers: Option<Vec<IncomingSubscriber>>,
+pub struct IncomingImport<'a> {
+    #[serde(default, borrow)]
+    pub subscribers: Option<Vec<IncomingSubscriber<'a>>>,
     #[serde(default)]
     pub resubscribe: Option<bool>,
     // Both spellings the official clients send are accepted (and otherwise unused).
@@ -110,8 +159,7 @@ pub struct List {
     pub id: String,
     pub title: String,
     pub custom_fields: Vec<CustomField>,
-    /// By lowercased address. foldhash, not SipHash: no untrusted input reaches an emulator.
-    pub members: foldhash::HashMap<String, Member>,
+    pub members: Members,
     pub total_new: u64,
     pub total_existing: u64,
 }
@@ -122,18 +170,18 @@ impl List {
             id: id.to_owned(),
             title: title.to_owned(),
             custom_fields: Vec::new(),
-            members: foldhash::HashMap::default(),
+            members: Members::default(),
             total_new: 0,
             total_existing: 0,
         }
     }
 
     pub fn member(&self, email: &str) -> Option<&Member> {
-        self.members.get(&email.trim().to_ascii_lowercase())
+        self.members.get(email)
     }
 
     pub fn member_mut(&mut self, email: &str) -> Option<&mut Member> {
-        self.members.get_mut(&email.trim().to_ascii_lowercase())
+        self.members.get_mut(email)
     }
 
     pub fn count_by_state(&self) -> HashMap<MemberState, u64> {
@@ -229,49 +277,31 @@ impl List {
         }
         let resubscribe = request.resubscribe.unwrap_or(false);
         let mut result = ImportResult::default();
-        let keys: Vec<String> = subscribers
-            .iter()
-            .map(|s| {
-                s.email_address
-                    .as_deref()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_ascii_lowercase()
-            })
-            .collect();
         // The first of each address is applied; the others are reported once.
-        let mut first = vec![false; keys.len()];
-        {
-            let mut seen = foldhash::HashMap::with_capacity_and_hasher(keys.len(), Default::default());
-            for (i, key) in keys.iter().enumerate() {
-                match seen.entry(key.as_str()) {
-                    std::collections::hash_map::Entry::Vacant(entry) => {
-                        entry.insert(false);
-                        first[i] = true;
+        let mut seen: foldhash::HashMap<Cow<'_, str>, bool> =
+            foldhash::HashMap::with_capacity_and_hasher(subscribers.len(), Default::default());
+        for subscriber in &subscribers {
+            let email = subscriber.email_address.as_deref().unwrap_or_default();
+            match seen.entry(key(email)) {
+                std::collections::hash_map::Entry::Occupied(mut reported) => {
+                    if !reported.insert(true) {
+                        result.duplicate_emails_in_submission.push(email.to_owned());
                     }
-                    std::collections::hash_map::Entry::Occupied(mut reported) => {
-                        if !reported.insert(true) {
-                            let email = subscribers[i].email_address.clone().unwrap_or_default();
-                            result.duplicate_emails_in_submission.push(email);
+                    continue;
+                }
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    result.total_unique_emails_submitted += 1;
+                    if let Err(error) = plausible(email) {
+                        result.failure_details.push(failure(email, error));
+                    } else {
+                        match self.apply(subscriber, entry.key(), resubscribe, &now) {
+                            Ok(true) => result.total_new_subscribers += 1,
+                            Ok(false) => result.total_existing_subscribers += 1,
+                            Err(error) => result.failure_details.push(failure(email, error)),
                         }
                     }
+                    entry.insert(false);
                 }
-            }
-        }
-        for ((subscriber, key), first) in subscribers.into_iter().zip(keys).zip(first) {
-            if !first {
-                continue;
-            }
-            result.total_unique_emails_submitted += 1;
-            let email = subscriber.email_address.as_deref().unwrap_or_default();
-            if let Err(error) = plausible(email) {
-                result.failure_details.push(failure(email, error));
-                continue;
-            }
-            match self.apply(subscriber, key, resubscribe, &now) {
-                Ok((_, true)) => result.total_new_subscribers += 1,
-                Ok((_, false)) => result.total_existing_subscribers += 1,
-                Err((email, error)) => result.failure_details.push(failure(&email, error)),
             }
         }
         self.total_new += result.total_new_subscribers;
@@ -289,24 +319,21 @@ impl List {
         check_consent(subscriber.consent_to_track.as_deref())?;
         let email = subscriber.email_address.as_deref().unwrap_or_default();
         plausible(email)?;
-        let key = email.trim().to_ascii_lowercase();
         let resubscribe = subscriber.resubscribe.unwrap_or(false);
-        let (email, _) = self
-            .apply(subscriber, key, resubscribe, &now)
-            .map_err(|(_, error)| error)?;
+        self.apply(&subscriber, &key(email), resubscribe, &now)?;
         Ok(email.trim().to_owned())
     }
 
-    /// Adds or updates one member whose address is plausible: `Ok((address, true))` when new.
-    /// An error gives the address back for the failure's details.
+    /// Adds or updates one member whose address is plausible (`key`: trimmed, lowercased):
+    /// `Ok(true)` when new.
     fn apply(
         &mut self,
-        subscriber: IncomingSubscriber,
-        key: String,
+        subscriber: &IncomingSubscriber,
+        key: &str,
         resubscribe: bool,
         now: &Arc<str>,
-    ) -> Result<(String, bool), (String, ApiErrorBody)> {
-        let email = subscriber.email_address.unwrap_or_default();
+    ) -> Result<bool, ApiErrorBody> {
+        let email = subscriber.email_address.as_deref().unwrap_or_default();
         let consent = subscriber
             .consent_to_track
             .as_deref()
@@ -314,38 +341,35 @@ impl List {
             .unwrap_or("Unchanged");
         let mut fields = Vec::new();
         let mut cleared = Vec::new();
-        for field in subscriber.custom_fields.unwrap_or_default() {
+        for field in subscriber.custom_fields.iter().flatten() {
             // Like the real API, keys the list does not define are ignored.
             let Some(name) = self.known_field(&field.key).map(str::to_owned) else {
                 continue;
             };
             if field.clear == Some(true) {
                 cleared.push(name);
-            } else if let Some(value) = field.value {
-                fields.push((name, value));
+            } else if let Some(value) = &field.value {
+                fields.push((name, value.to_string()));
             }
         }
-        let is_new = match self.members.get_mut(&key) {
+        let is_new = match self.members.by_key_mut(key) {
             Some(member) => {
                 match member.state {
                     MemberState::Unsubscribed if !resubscribe => {
-                        return Err((
-                            email,
-                            api_error(206, "Subscriber is unsubscribed and Resubscribe is false"),
-                        ));
+                        return Err(api_error(206, "Subscriber is unsubscribed and Resubscribe is false"));
                     }
                     MemberState::Deleted if !resubscribe => {
-                        return Err((email, api_error(205, "Subscriber is deleted and Resubscribe is false")));
+                        return Err(api_error(205, "Subscriber is deleted and Resubscribe is false"));
                     }
-                    MemberState::Bounced => return Err((email, api_error(207, "Subscriber has bounced"))),
+                    MemberState::Bounced => return Err(api_error(207, "Subscriber has bounced")),
                     MemberState::Unsubscribed | MemberState::Deleted => {
                         member.state = MemberState::Active;
                         member.joined = now.clone();
                     }
                     MemberState::Active | MemberState::Unconfirmed => {}
                 }
-                if let Some(name) = subscriber.name {
-                    member.name = name;
+                if let Some(name) = &subscriber.name {
+                    member.name = name.to_string();
                 }
                 if consent != "Unchanged" {
                     member.consent_to_track = consent;
@@ -358,22 +382,19 @@ impl List {
                 false
             }
             None => {
-                self.members.insert(
-                    key,
-                    Member {
-                        email: email.trim().to_owned(),
-                        name: subscriber.name.unwrap_or_default(),
-                        state: MemberState::Active,
-                        custom_fields: fields,
-                        consent_to_track: if consent == "Unchanged" { "No" } else { consent },
-                        date: now.clone(),
-                        joined: now.clone(),
-                    },
-                );
+                self.members.insert_new(Member {
+                    email: email.trim().to_owned(),
+                    name: subscriber.name.as_deref().unwrap_or_default().to_owned(),
+                    state: MemberState::Active,
+                    custom_fields: fields,
+                    consent_to_track: if consent == "Unchanged" { "No" } else { consent },
+                    date: now.clone(),
+                    joined: now.clone(),
+                });
                 true
             }
         };
-        Ok((email, is_new))
+        Ok(is_new)
     }
 }
 
@@ -428,12 +449,12 @@ fn plausible_email(email: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn sub(email: &str, consent: Option<&str>) -> IncomingSubscriber {
+    fn sub<'a>(email: &'a str, consent: Option<&'a str>) -> IncomingSubscriber<'a> {
         IncomingSubscriber {
             email_address: Some(email.into()),
             name: Some("N".into()),
             custom_fields: None,
-            consent_to_track: consent.map(str::to_owned),
+            consent_to_track: consent.map(Into::into),
             resubscribe: None,
         }
     }
@@ -518,7 +539,8 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(code(import(&mut list, vec![], false)), 212);
-        let many = (0..1001).map(|i| sub(&format!("{i}@x.com"), Some("Yes"))).collect();
+        let addresses: Vec<String> = (0..1001).map(|i| format!("{i}@x.com")).collect();
+        let many = addresses.iter().map(|a| sub(a, Some("Yes"))).collect();
         assert_eq!(code(import(&mut list, many, false)), 209);
         assert_eq!(
             code(import(

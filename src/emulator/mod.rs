@@ -7,6 +7,7 @@
 mod api;
 mod config;
 mod lists;
+mod members;
 mod oauth;
 mod server;
 mod stats;
@@ -24,6 +25,7 @@ use tokio::sync::oneshot;
 
 pub use config::{EmulatorConfig, RateLimitConfig};
 pub use lists::{ImportOutcome, IncomingImport, List, Member, MemberState};
+pub use members::Members;
 pub use stats::{Faults, ListCounts, Stats};
 
 struct Token {

@@ -180,7 +180,7 @@ async fn plan_on_engine(pipeline: &Pipeline, options: &RunOptions) -> Result<Pla
         &pipeline.name,
         options.live.as_deref(),
     );
-    let extractor = Extractor::new(query.get().layout.clone());
+    let extractor = Extractor::expecting(query.get().layout.clone(), rows_expected);
     let rows = engine::stream(query, |query| query.export.clone());
     let mut scan = Scan::new(rows, extractor, progress.counters.clone());
     let tracked = tracking.is_some();

@@ -294,7 +294,7 @@ async fn send(
         already_sent: Arc::new(std::mem::take(&mut checkpoint.earlier.sent)),
         rejects: tally.rejects().clone(),
     };
-    let extractor = Extractor::new(query.get().layout.clone());
+    let extractor = Extractor::expecting(query.get().layout.clone(), rows_expected);
     let rows = engine::stream(query, |query| query.export.clone());
     let batching = tokio::spawn(batcher.run(Scan::new(rows, extractor, progress.counters.clone()), batches));
     let sender = Arc::new(Sender::new(

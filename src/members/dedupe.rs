@@ -40,6 +40,16 @@ impl Dedupe {
         Self::default()
     }
 
+    /// Room for `members` addresses without growing (capped: a wrong guess must not take
+    /// gigabytes up front).
+    pub fn with_capacity(members: u64) -> Self {
+        const MOST: u64 = 1 << 24;
+        Self {
+            table: HashTable::with_capacity(members.min(MOST) as usize),
+            ..Self::default()
+        }
+    }
+
     /// True the first time `email` (compared case-insensitively) is offered.
     ///
     /// # Panics

@@ -160,6 +160,15 @@ impl Extractor {
         }
     }
 
+    /// For a scan expected to yield about `rows` rows: the dedupe is sized once, not grown
+    /// (each growth re-hashed every address it held).
+    pub fn expecting(layout: Layout, rows: u64) -> Self {
+        Self {
+            layout,
+            dedupe: Dedupe::with_capacity(rows),
+        }
+    }
+
     /// Distinct members so far.
     pub fn distinct(&self) -> usize {
         self.dedupe.len()

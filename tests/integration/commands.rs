@@ -51,9 +51,9 @@ async fn connection_test_checks_key_and_list_against_the_api() {
     let emulator = emulator().await;
     emulator.with_list_mut(LIST, |l| {
         for email in ["ada@example.com", "grace@example.com"] {
-            let subscriber =
-                serde_json::from_value(serde_json::json!({ "EmailAddress": email, "ConsentToTrack": "Yes" }));
-            l.add(subscriber.unwrap(), "2026-11-28 10:00:00").unwrap();
+            let body = serde_json::json!({ "EmailAddress": email, "ConsentToTrack": "Yes" }).to_string();
+            let subscriber = serde_json::from_str(&body).unwrap();
+            l.add(subscriber, "2026-11-28 10:00:00").unwrap();
         }
     });
     let dir = folder(&emulator.base_url());

@@ -5,17 +5,24 @@
 //! 2. Starts `cm-export emulator` as a separate process.
 //! 3. Times `cm-export plan` (scan + filter + dedupe, nothing sent) and `cm-export run`
 //!    (the same, plus sending about 1,000,000 members) on a segment of that snapshot.
-//! 4. Prints wall time, members per second, peak resident memory of each, and run / plan.
+//! 4. Prints wall time, CPU time, members per second, peak resident memory of each, run /
+//!    plan, and the emulator's CPU time during the run (it must not be what is measured).
+//! 5. Times the cap's count alone (the one extra scan a run makes before sending), and, when
+//!    Python's `duckdb` package is installed, DuckDB's distinct-address query over the same
+//!    files, as the yardstick for the scan: `run` should take at most twice its wall time.
 //!
-//! Peak memory comes from `/usr/bin/time` (Debian's `time` package). Both commands are
-//! the release build of this crate's binary (benches build with the
-//! release profile).
+//! Peak memory and CPU come from `/usr/bin/time` (Debian's `time` package). Both commands
+//! are the release build of this crate's binary (benches build with the release profile).
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 mod support;
 
-use support::{Measured, connections, emulator, json_number, plan, rows, run, snapshot, threshold};
+use std::process::Command;
+
+use support::{
+    Measured, connections, cpu_seconds, emulator, json_number, measure, plan, rows, run, snapshot, threshold,
+};
 
 const LIST: &str = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0";
 
@@ -40,15 +47,21 @@ fn main() {
 
     let plan = plan(&pipeline);
     let planned = json_number(&plan.stdout, "members_unique");
+    let emulator_before = cpu_seconds(emulator.id());
     let (run, report) = run(&pipeline, &work.path().join("report.json"));
+    let emulator_cpu = cpu_seconds(emulator.id()) - emulator_before;
     let sent = json_number(&report, "members_sent");
+    let requests = json_number(&report, "requests");
     let _ = emulator.kill();
     let _ = emulator.wait();
+    let cap = cap_count(&data, &segment);
+    let duckdb = duckdb(&data, &threshold(rows));
 
     let row = |name: &str, m: &Measured, members: f64| {
         println!(
-            "{name:<5} wall {:>7.2} s   {:>10.0} members/s   peak RSS {:>7.1} MiB",
+            "{name:<7} wall {:>6.2} s   CPU {:>6.2} s   {:>10.0} members/s   peak RSS {:>7.1} MiB",
             m.wall.as_secs_f64(),
+            m.cpu,
             members / m.wall.as_secs_f64(),
             m.peak_rss_mib
         );
@@ -58,4 +71,61 @@ fn main() {
     row("run", &run, sent);
     println!("members: planned {planned:.0}, sent {sent:.0}");
     println!("run / plan: {:.2}", run.wall.as_secs_f64() / plan.wall.as_secs_f64());
+    println!("emulator: {emulator_cpu:.2} s of CPU for the run's {requests:.0} imports");
+    println!(
+        "the cap's count (`SELECT count(*)` of the segment, read by DataFusion in this process): {:.2} s wall",
+        cap
+    );
+    match duckdb {
+        Some(duck) => {
+            row("duckdb", &duck, planned);
+            println!(
+                "run / duckdb: wall {:.2}, CPU {:.2}",
+                run.wall.as_secs_f64() / duck.wall.as_secs_f64(),
+                run.cpu / duck.cpu
+            );
+        }
+        None => println!("duckdb: not compared (no `python3 -c 'import duckdb'` here; `pip install duckdb`)"),
+    }
+}
+
+/// The query the cap runs before a run sends anything, when no mapped value can fail to
+/// compute: the segment's row count.
+fn cap_count(data: &std::path::Path, segment: &str) -> f64 {
+    use datafusion::prelude::{ParquetReadOptions, SessionContext};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let ctx = SessionContext::new();
+        ctx.register_parquet("profiles", data.to_str().unwrap(), ParquetReadOptions::default())
+            .await
+            .unwrap();
+        let start = std::time::Instant::now();
+        let counted = ctx
+            .sql(&format!("SELECT count(*) FROM ({segment})"))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(counted.len(), 1);
+        start.elapsed().as_secs_f64()
+    })
+}
+
+/// DuckDB's own time for the scan, filter and distinct addresses of the export, written to
+/// a Parquet file, when Python's `duckdb` package is installed.
+fn duckdb(data: &std::path::Path, threshold: &str) -> Option<Measured> {
+    let available = Command::new("python3").args(["-c", "import duckdb"]).status();
+    if !available.is_ok_and(|s| s.success()) {
+        return None;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let script = format!(
+        "import duckdb\nduckdb.connect().execute(\"COPY (SELECT DISTINCT ON (lower(trim(email))) lower(trim(email)) AS email, full_name, consent FROM read_parquet('{}/*.parquet') WHERE lifetime_value > {threshold}) TO '{}/out.parquet'\")\n",
+        data.display(),
+        out.path().display()
+    );
+    let m = measure(Command::new("python3").args(["-c", &script]));
+    assert_eq!(m.status, 0, "duckdb failed");
+    Some(m)
 }

@@ -12,6 +12,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_cm-export");
 
 pub struct Measured {
     pub wall: Duration,
+    /// User plus system CPU seconds.
+    pub cpu: f64,
     pub peak_rss_mib: f64,
     pub status: i32,
     pub stdout: String,
@@ -25,7 +27,7 @@ pub fn measure(command: &mut Command) -> Measured {
     let mut timed = Command::new("/usr/bin/time");
     timed
         .arg("-f")
-        .arg("%M")
+        .arg("%M %U %S")
         .arg("-o")
         .arg(rss_file.path())
         .arg(program)
@@ -42,15 +44,19 @@ pub fn measure(command: &mut Command) -> Measured {
     let start = Instant::now();
     let output = timed.stderr(Stdio::inherit()).output().expect("run /usr/bin/time");
     let wall = start.elapsed();
-    let kib: f64 = std::fs::read_to_string(rss_file.path())
-        .unwrap_or_default()
+    let line = std::fs::read_to_string(rss_file.path()).unwrap_or_default();
+    let numbers: Vec<f64> = line
         .lines()
         .last()
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or(f64::NAN);
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|n| n.parse().unwrap_or(f64::NAN))
+        .collect();
+    let number = |i: usize| numbers.get(i).copied().unwrap_or(f64::NAN);
     Measured {
         wall,
-        peak_rss_mib: kib / 1024.0,
+        cpu: number(1) + number(2),
+        peak_rss_mib: number(0) / 1024.0,
         status: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
     }
@@ -128,10 +134,30 @@ pub fn rows() -> u64 {
 }
 
 /// About 1,100,000 rows whatever the snapshot's size, so about 1,000,000 distinct valid
-/// members: `sample-data` draws `lifetime_value` from an exponential distribution of mean
-/// 400, so `P(value > t) = exp(-t / 400)`.
+/// members.
 pub fn threshold(rows: u64) -> String {
-    format!("{:.0}", 400.0 * (rows as f64 / 1_100_000.0).ln().max(0.0))
+    threshold_for(rows, 1_100_000)
+}
+
+/// The `lifetime_value` above which about `matched` of `rows` rows lie: `sample-data` draws
+/// it from an exponential distribution of mean 400, so `P(value > t) = exp(-t / 400)`.
+pub fn threshold_for(rows: u64, matched: u64) -> String {
+    format!("{:.0}", 400.0 * (rows as f64 / matched as f64).ln().max(0.0))
+}
+
+/// CPU seconds (user + system) a running process has used so far, from `/proc`.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, f)| f)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|t| t.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// `cm-export plan --json` of `pipeline`, timed.

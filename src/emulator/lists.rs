@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::members::{Members, key};
+use super::members::{Members, Visit, key};
 pub use crate::campaign_monitor::MemberState;
 use crate::campaign_monitor::types::{
     ApiErrorBody, CustomField, CustomFieldValue, ImportFailure, ImportResult, ListStats, SubscriberDetails,
@@ -277,30 +277,34 @@ impl List {
         }
         let resubscribe = request.resubscribe.unwrap_or(false);
         let mut result = ImportResult::default();
-        // The first of each address is applied; the others are reported once.
-        let mut seen: foldhash::HashMap<Cow<'_, str>, bool> =
-            foldhash::HashMap::with_capacity_and_hasher(subscribers.len(), Default::default());
+        // The first of each address is applied; the others are reported once. Addresses
+        // not on the list that are refused are remembered here, the rest by `members`.
+        self.members.begin_request();
+        let mut refused: foldhash::HashMap<Cow<'_, str>, bool> = foldhash::HashMap::default();
         for subscriber in &subscribers {
             let email = subscriber.email_address.as_deref().unwrap_or_default();
-            match seen.entry(key(email)) {
-                std::collections::hash_map::Entry::Occupied(mut reported) => {
-                    if !reported.insert(true) {
-                        result.duplicate_emails_in_submission.push(email.to_owned());
-                    }
-                    continue;
+            let key = key(email);
+            let visit = self.members.visit(&key);
+            let repeated = match visit {
+                Visit::Repeated { first_repeat } => Some(first_repeat),
+                Visit::Absent(_) => refused.get_mut(&key).map(|reported| !std::mem::replace(reported, true)),
+                Visit::Known(_) => None,
+            };
+            if let Some(first_repeat) = repeated {
+                if first_repeat {
+                    result.duplicate_emails_in_submission.push(email.to_owned());
                 }
-                std::collections::hash_map::Entry::Vacant(entry) => {
-                    result.total_unique_emails_submitted += 1;
-                    if let Err(error) = plausible(email) {
-                        result.failure_details.push(failure(email, error));
-                    } else {
-                        match self.apply(subscriber, entry.key(), resubscribe, &now) {
-                            Ok(true) => result.total_new_subscribers += 1,
-                            Ok(false) => result.total_existing_subscribers += 1,
-                            Err(error) => result.failure_details.push(failure(email, error)),
-                        }
+                continue;
+            }
+            result.total_unique_emails_submitted += 1;
+            match self.apply(subscriber, visit, resubscribe, &now) {
+                Ok(true) => result.total_new_subscribers += 1,
+                Ok(false) => result.total_existing_subscribers += 1,
+                Err(error) => {
+                    if matches!(visit, Visit::Absent(_)) {
+                        refused.insert(key, false);
                     }
-                    entry.insert(false);
+                    result.failure_details.push(failure(email, error));
                 }
             }
         }
@@ -318,22 +322,25 @@ impl List {
         let now = now.into();
         check_consent(subscriber.consent_to_track.as_deref())?;
         let email = subscriber.email_address.as_deref().unwrap_or_default();
-        plausible(email)?;
         let resubscribe = subscriber.resubscribe.unwrap_or(false);
-        self.apply(&subscriber, &key(email), resubscribe, &now)?;
+        self.members.begin_request();
+        let visit = self.members.visit(&key(email));
+        self.apply(&subscriber, visit, resubscribe, &now)?;
         Ok(email.trim().to_owned())
     }
 
-    /// Adds or updates one member whose address is plausible (`key`: trimmed, lowercased):
-    /// `Ok(true)` when new.
+    /// Adds or updates one member, as its address's `visit` found it: `Ok(true)` when new.
     fn apply(
         &mut self,
         subscriber: &IncomingSubscriber,
-        key: &str,
+        visit: Visit,
         resubscribe: bool,
         now: &Arc<str>,
     ) -> Result<bool, ApiErrorBody> {
         let email = subscriber.email_address.as_deref().unwrap_or_default();
+        if let Visit::Absent(_) = visit {
+            plausible(email)?;
+        }
         let consent = subscriber
             .consent_to_track
             .as_deref()
@@ -352,8 +359,9 @@ impl List {
                 fields.push((name, value.to_string()));
             }
         }
-        let is_new = match self.members.by_key_mut(key) {
-            Some(member) => {
+        let is_new = match visit {
+            Visit::Known(index) => {
+                let member = self.members.at_mut(index);
                 match member.state {
                     MemberState::Unsubscribed if !resubscribe => {
                         return Err(api_error(206, "Subscriber is unsubscribed and Resubscribe is false"));
@@ -381,16 +389,20 @@ impl List {
                 member.date = now.clone();
                 false
             }
-            None => {
-                self.members.insert_new(Member {
-                    email: email.trim().to_owned(),
-                    name: subscriber.name.as_deref().unwrap_or_default().to_owned(),
-                    state: MemberState::Active,
-                    custom_fields: fields,
-                    consent_to_track: if consent == "Unchanged" { "No" } else { consent },
-                    date: now.clone(),
-                    joined: now.clone(),
-                });
+            Visit::Repeated { .. } => unreachable!("a repeated address is reported, not applied"),
+            Visit::Absent(hash) => {
+                self.members.insert_new(
+                    hash,
+                    Member {
+                        email: email.trim().to_owned(),
+                        name: subscriber.name.as_deref().unwrap_or_default().to_owned(),
+                        state: MemberState::Active,
+                        custom_fields: fields,
+                        consent_to_track: if consent == "Unchanged" { "No" } else { consent },
+                        date: now.clone(),
+                        joined: now.clone(),
+                    },
+                );
                 true
             }
         };
@@ -485,6 +497,10 @@ mod tests {
                 sub("b@x.com", Some("No")),
                 sub("B@X.com", Some("No")),
                 sub("bad", Some("No")),
+                sub("b@x.com", Some("No")),
+                sub("BAD", Some("No")),
+                sub("a@x.com", Some("No")),
+                sub("bad", Some("No")),
             ],
             false,
         ) else {
@@ -495,9 +511,16 @@ mod tests {
             (second.total_new_subscribers, second.total_existing_subscribers),
             (1, 1)
         );
-        assert_eq!(second.duplicate_emails_in_submission, vec!["B@X.com"]);
+        // Each address repeated is told once, the refused one too.
+        assert_eq!(second.duplicate_emails_in_submission, vec!["B@X.com", "BAD", "a@x.com"]);
+        assert_eq!(second.failure_details.len(), 1);
         assert_eq!(second.failure_details[0].code, 1);
         assert_eq!(list.members.len(), 2);
+        assert_eq!(
+            list.member("a@x.com").unwrap().consent_to_track,
+            "Yes",
+            "the first one counts"
+        );
     }
 
     #[test]

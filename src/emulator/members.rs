@@ -14,8 +14,23 @@ use super::lists::Member;
 #[derive(Debug, Default)]
 pub struct Members {
     all: Vec<Member>,
+    /// Per member, `request << 1 | reported`: the last request that named it, and whether
+    /// that request named it twice. One lookup per subscriber tells new, known or repeated.
+    marks: Vec<u64>,
     table: HashTable<(u64, usize)>,
     hasher: foldhash::fast::RandomState,
+    request: u64,
+}
+
+/// What one lookup of an address found, for the request being applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visit {
+    /// Not on the list: its hash, to insert it without hashing again.
+    Absent(u64),
+    /// On the list, named for the first time in this request.
+    Known(usize),
+    /// Named before in this request; `first_repeat` the first time it comes again.
+    Repeated { first_repeat: bool },
 }
 
 /// The address as the table compares it: trimmed, ASCII-lowercased (borrowed when it is).
@@ -33,7 +48,10 @@ impl Members {
     }
 
     fn find(&self, key: &str) -> Option<usize> {
-        let hash = self.hash(key);
+        self.find_hashed(self.hash(key), key)
+    }
+
+    fn find_hashed(&self, hash: u64, key: &str) -> Option<usize> {
         self.table
             .find(hash, |&(h, i)| h == hash && self.all[i].email.eq_ignore_ascii_case(key))
             .map(|&(_, i)| i)
@@ -48,17 +66,40 @@ impl Members {
         self.find(&key(email)).map(|i| &mut self.all[i])
     }
 
-    /// Like [`Members::get_mut`] for an address already trimmed and lowercased.
-    pub(super) fn by_key_mut(&mut self, key: &str) -> Option<&mut Member> {
-        self.find(key).map(|i| &mut self.all[i])
+    /// Starts a request: what earlier ones named no longer counts as repeated.
+    pub(super) fn begin_request(&mut self) {
+        self.request += 1;
     }
 
-    /// Adds a member the list does not have (its address trimmed, any case).
-    pub(super) fn insert_new(&mut self, member: Member) {
-        let hash = self.hash(&key(&member.email));
-        debug_assert!(self.find(&key(&member.email)).is_none());
+    /// Looks up an address already trimmed and lowercased, and marks it named by the
+    /// current request.
+    pub(super) fn visit(&mut self, key: &str) -> Visit {
+        let hash = self.hash(key);
+        let Some(i) = self.find_hashed(hash, key) else {
+            return Visit::Absent(hash);
+        };
+        let mark = &mut self.marks[i];
+        if *mark >> 1 == self.request {
+            let first_repeat = *mark & 1 == 0;
+            *mark |= 1;
+            Visit::Repeated { first_repeat }
+        } else {
+            *mark = self.request << 1;
+            Visit::Known(i)
+        }
+    }
+
+    pub(super) fn at_mut(&mut self, index: usize) -> &mut Member {
+        &mut self.all[index]
+    }
+
+    /// Adds a member the list does not have, `hash` from [`Members::visit`], marked named
+    /// by the current request.
+    pub(super) fn insert_new(&mut self, hash: u64, member: Member) {
+        debug_assert_eq!(hash, self.hash(&key(&member.email)));
         self.table.insert_unique(hash, (hash, self.all.len()), |&(h, _)| h);
         self.all.push(member);
+        self.marks.push(self.request << 1);
     }
 
     /// Takes a member off the list entirely (tests use it to make a member vanish).
@@ -79,6 +120,7 @@ impl Members {
                 *at = index;
             }
         }
+        self.marks.swap_remove(index);
         Some(self.all.swap_remove(index))
     }
 
@@ -119,8 +161,12 @@ mod tests {
     #[test]
     fn finds_by_any_case_and_survives_removals() {
         let mut members = Members::default();
+        members.begin_request();
         for i in 0..10_000 {
-            members.insert_new(member(&format!("Member{i}@Example.com")));
+            let Visit::Absent(hash) = members.visit(&format!("member{i}@example.com")) else {
+                panic!("not there yet")
+            };
+            members.insert_new(hash, member(&format!("Member{i}@Example.com")));
         }
         assert_eq!(
             members.get(" member42@EXAMPLE.com ").unwrap().email,
@@ -136,9 +182,24 @@ mod tests {
             members.get("member9999@example.com").unwrap().email,
             "Member9999@Example.com"
         );
-        members.by_key_mut("member9999@example.com").unwrap().name = "moved".into();
+        members.get_mut("member9999@example.com").unwrap().name = "moved".into();
         assert_eq!(members.get("Member9999@Example.com").unwrap().name, "moved");
         assert_eq!(members.len(), 9_999);
         assert_eq!(members.values().count(), 9_999);
+    }
+
+    #[test]
+    fn a_request_that_names_a_member_again_is_told_once() {
+        let mut members = Members::default();
+        members.begin_request();
+        let Visit::Absent(hash) = members.visit("a@x.com") else {
+            panic!()
+        };
+        members.insert_new(hash, member("A@x.com"));
+        assert_eq!(members.visit("a@x.com"), Visit::Repeated { first_repeat: true });
+        assert_eq!(members.visit("a@x.com"), Visit::Repeated { first_repeat: false });
+        members.begin_request();
+        assert_eq!(members.visit("a@x.com"), Visit::Known(0));
+        assert_eq!(members.visit("a@x.com"), Visit::Repeated { first_repeat: true });
     }
 }

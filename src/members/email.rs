@@ -44,34 +44,39 @@ fn is_valid(email: &[u8]) -> bool {
     if email.len() > 254 {
         return false;
     }
-    let Some(at) = email.iter().position(|&b| b == b'@') else {
-        return false;
-    };
-    let (local, domain) = (&email[..at], &email[at + 1..]);
-    valid_local(local) && valid_domain(domain)
-}
-
-fn valid_local(local: &[u8]) -> bool {
-    (1..=64).contains(&local.len())
-        && local[0] != b'.'
-        && local[local.len() - 1] != b'.'
-        && local.iter().all(|&b| b.is_ascii_graphic() && b != b'@')
-        && !local.windows(2).any(|pair| pair == b"..")
-}
-
-fn valid_domain(domain: &[u8]) -> bool {
-    let mut labels = 0;
-    for label in domain.split(|&b| b == b'.') {
-        let ok = !label.is_empty()
-            && label[0] != b'-'
-            && label[label.len() - 1] != b'-'
-            && label.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-');
-        if !ok {
+    // The local part: printable ASCII, no `..`, not starting or ending with `.`.
+    let mut previous = b'.';
+    let mut at = None;
+    for (i, &b) in email.iter().enumerate() {
+        if b == b'@' {
+            at = Some(i);
+            break;
+        }
+        if !b.is_ascii_graphic() || (b == b'.' && previous == b'.') {
             return false;
         }
-        labels += 1;
+        previous = b;
     }
-    labels >= 2
+    let Some(at) = at else { return false };
+    if !(1..=64).contains(&at) || previous == b'.' {
+        return false;
+    }
+    // The domain: two or more labels of letters, digits and `-`, none empty, none starting
+    // or ending with `-` (a second `@` is none of those).
+    let (mut labels, mut label_len, mut previous) = (1, 0, b'.');
+    for &b in &email[at + 1..] {
+        match b {
+            b'.' if label_len > 0 && previous != b'-' => {
+                labels += 1;
+                label_len = 0;
+            }
+            b'-' if label_len > 0 => label_len += 1,
+            b if b.is_ascii_alphanumeric() => label_len += 1,
+            _ => return false,
+        }
+        previous = b;
+    }
+    labels >= 2 && label_len > 0 && previous != b'-'
 }
 
 /// `jane@example.com` -> `j***@example.com`, for log lines.

@@ -174,7 +174,7 @@ async fn exports_a_segment_and_accounts_for_every_row() {
                     (
                         m.email.clone(),
                         m.name.clone(),
-                        m.consent_to_track.clone(),
+                        m.consent_to_track,
                         m.custom_fields.clone(),
                         m.state,
                     )
@@ -196,28 +196,28 @@ async fn exports_a_segment_and_accounts_for_every_row() {
             (
                 "Bob@Example.com".into(),
                 "Person 1".into(),
-                "No".into(),
+                "No",
                 fields("Iasi"),
                 MemberState::Active
             ),
             (
                 "ana@example.com".into(),
                 "Person 0".into(),
-                "Yes".into(),
+                "Yes",
                 fields("Cluj"),
                 MemberState::Active
             ),
             (
                 "cara@example.org".into(),
                 "Person 6".into(),
-                "Yes".into(),
+                "Yes",
                 fields("Sibiu"),
                 MemberState::Active
             ),
             (
                 "dan@example.net".into(),
                 "Person 7".into(),
-                "No".into(),
+                "No",
                 fields("Brasov"),
                 MemberState::Active
             ),

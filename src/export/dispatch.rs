@@ -63,11 +63,7 @@ impl Dispatcher<'_> {
                 open && ended.is_none() && in_flight.len() < self.limit.current() && in_flight_bytes < IN_FLIGHT_BYTES;
             tokio::select! {
                 Some((number, sent)) = in_flight.next(), if !in_flight.is_empty() => {
-                    let sent: Sent = sent;
-                    in_flight_bytes -= sent.batch.json_bytes();
-                    // Every slot was taken (this one included) while batches waited.
-                    let held_back = in_flight.len() + 1 >= self.limit.current() && !batches.is_empty();
-                    self.limit.on_answer(sent.rate_limited > 0, sent.latency, held_back);
+                    in_flight_bytes -= self.adapt(&sent, in_flight.len() + 1, !batches.is_empty());
                     if let Err(error) = self.answered(number, sent) {
                         fail(&mut ended, error);
                     }
@@ -101,6 +97,14 @@ impl Dispatcher<'_> {
             }
         }
         ended.unwrap_or(Dispatched::Finished)
+    }
+
+    /// Feeds one answer to the limit, given how many were in flight with it and whether
+    /// batches waited; returns the bytes it no longer holds in flight.
+    fn adapt(&mut self, sent: &Sent, in_flight: usize, waiting: bool) -> usize {
+        let held_back = in_flight >= self.limit.current() && waiting;
+        self.limit.on_answer(sent.rate_limited > 0, sent.latency, held_back);
+        sent.batch.json_bytes()
     }
 
     /// Counts one answer; journals it if accepted. `Err` when the run must stop.

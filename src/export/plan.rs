@@ -148,7 +148,7 @@ async fn plan_on_engine(pipeline: &Pipeline, options: &RunOptions) -> Result<Pla
             segments.insert(segment.name.clone(), rows as u64);
         }
         // The export query is the chosen segments' union (`UNION ALL`): its rows are theirs.
-        // The plan's own scan computes every value, so no count needs to first.
+        // The plan's own scan computes every value: no count has to run before it.
         let rows_expected = owned
             .destination
             .segments

@@ -284,24 +284,29 @@ impl List {
         for subscriber in &subscribers {
             let email = subscriber.email_address.as_deref().unwrap_or_default();
             let key = key(email);
-            let visit = self.members.visit(&key);
-            let repeated = match visit {
-                Visit::Repeated { first_repeat } => Some(first_repeat),
-                Visit::Absent(_) => refused.get_mut(&key).map(|reported| !std::mem::replace(reported, true)),
-                Visit::Known(_) => None,
-            };
-            if let Some(first_repeat) = repeated {
-                if first_repeat {
-                    result.duplicate_emails_in_submission.push(email.to_owned());
+            let target = match self.members.visit(&key) {
+                Visit::Known(index) => Target::Known(index),
+                Visit::Absent(hash) if !refused.contains_key(&key) => Target::New(hash),
+                Visit::Repeated { first_repeat, .. } => {
+                    if first_repeat {
+                        result.duplicate_emails_in_submission.push(email.to_owned());
+                    }
+                    continue;
                 }
-                continue;
-            }
+                Visit::Absent(_) => {
+                    if let Some(reported @ false) = refused.get_mut(&key) {
+                        *reported = true;
+                        result.duplicate_emails_in_submission.push(email.to_owned());
+                    }
+                    continue;
+                }
+            };
             result.total_unique_emails_submitted += 1;
-            match self.apply(subscriber, visit, resubscribe, &now) {
+            match self.apply(subscriber, target, resubscribe, &now) {
                 Ok(true) => result.total_new_subscribers += 1,
                 Ok(false) => result.total_existing_subscribers += 1,
                 Err(error) => {
-                    if matches!(visit, Visit::Absent(_)) {
+                    if let Target::New(_) = target {
                         refused.insert(key, false);
                     }
                     result.failure_details.push(failure(email, error));
@@ -324,21 +329,25 @@ impl List {
         let email = subscriber.email_address.as_deref().unwrap_or_default();
         let resubscribe = subscriber.resubscribe.unwrap_or(false);
         self.members.begin_request();
-        let visit = self.members.visit(&key(email));
-        self.apply(&subscriber, visit, resubscribe, &now)?;
+        let target = match self.members.visit(&key(email)) {
+            Visit::Absent(hash) => Target::New(hash),
+            // A request of one subscriber cannot name it twice.
+            Visit::Known(index) | Visit::Repeated { index, .. } => Target::Known(index),
+        };
+        self.apply(&subscriber, target, resubscribe, &now)?;
         Ok(email.trim().to_owned())
     }
 
-    /// Adds or updates one member, as its address's `visit` found it: `Ok(true)` when new.
+    /// Adds or updates one member: `Ok(true)` when new.
     fn apply(
         &mut self,
         subscriber: &IncomingSubscriber,
-        visit: Visit,
+        target: Target,
         resubscribe: bool,
         now: &Arc<str>,
     ) -> Result<bool, ApiErrorBody> {
         let email = subscriber.email_address.as_deref().unwrap_or_default();
-        if let Visit::Absent(_) = visit {
+        if let Target::New(_) = target {
             plausible(email)?;
         }
         let consent = subscriber
@@ -359,8 +368,8 @@ impl List {
                 fields.push((name, value.to_string()));
             }
         }
-        let is_new = match visit {
-            Visit::Known(index) => {
+        let is_new = match target {
+            Target::Known(index) => {
                 let member = self.members.at_mut(index);
                 match member.state {
                     MemberState::Unsubscribed if !resubscribe => {
@@ -389,8 +398,7 @@ impl List {
                 member.date = now.clone();
                 false
             }
-            Visit::Repeated { .. } => unreachable!("a repeated address is reported, not applied"),
-            Visit::Absent(hash) => {
+            Target::New(hash) => {
                 self.members.insert_new(
                     hash,
                     Member {
@@ -408,6 +416,13 @@ impl List {
         };
         Ok(is_new)
     }
+}
+
+/// Where a subscriber goes: over the member at this index, or a new member with this hash.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Known(usize),
+    New(u64),
 }
 
 fn normal_consent(text: &str) -> Option<&'static str> {

@@ -30,7 +30,7 @@ pub enum Visit {
     /// On the list, named for the first time in this request.
     Known(usize),
     /// Named before in this request; `first_repeat` the first time it comes again.
-    Repeated { first_repeat: bool },
+    Repeated { index: usize, first_repeat: bool },
 }
 
 /// The address as the table compares it: trimmed, ASCII-lowercased (borrowed when it is).
@@ -82,7 +82,7 @@ impl Members {
         if *mark >> 1 == self.request {
             let first_repeat = *mark & 1 == 0;
             *mark |= 1;
-            Visit::Repeated { first_repeat }
+            Visit::Repeated { index: i, first_repeat }
         } else {
             *mark = self.request << 1;
             Visit::Known(i)
@@ -196,10 +196,11 @@ mod tests {
             panic!()
         };
         members.insert_new(hash, member("A@x.com"));
-        assert_eq!(members.visit("a@x.com"), Visit::Repeated { first_repeat: true });
-        assert_eq!(members.visit("a@x.com"), Visit::Repeated { first_repeat: false });
+        let repeated = |first_repeat| Visit::Repeated { index: 0, first_repeat };
+        assert_eq!(members.visit("a@x.com"), repeated(true));
+        assert_eq!(members.visit("a@x.com"), repeated(false));
         members.begin_request();
         assert_eq!(members.visit("a@x.com"), Visit::Known(0));
-        assert_eq!(members.visit("a@x.com"), Visit::Repeated { first_repeat: true });
+        assert_eq!(members.visit("a@x.com"), repeated(true));
     }
 }

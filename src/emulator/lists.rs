@@ -66,12 +66,6 @@ impl<'a> From<&'a str> for Text<'a> {
     }
 }
 
-impl Text<'_> {
-    pub fn into_string(self) -> String {
-        self.0.into_owned()
-    }
-}
-
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visit;

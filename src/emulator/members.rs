@@ -104,18 +104,18 @@ impl Members {
 
     /// Takes a member off the list entirely (tests use it to make a member vanish).
     pub fn remove(&mut self, email: &str) -> Option<Member> {
-        let key = key(email);
-        let hash = self.hash(&key);
+        let wanted = key(email);
+        let hash = self.hash(&wanted);
         let all = &self.all;
         let entry = self
             .table
-            .find_entry(hash, |&(h, i)| h == hash && all[i].email.eq_ignore_ascii_case(&key))
+            .find_entry(hash, |&(h, i)| h == hash && all[i].email.eq_ignore_ascii_case(&wanted))
             .ok()?;
         let ((_, index), _) = entry.remove();
         let last = self.all.len() - 1;
         if index != last {
             // The last member moves into the gap: its entry must say where it went.
-            let moved = self.hash(&key_of(&self.all[last]));
+            let moved = self.hash(&key(&self.all[last].email));
             if let Some((_, at)) = self.table.find_mut(moved, |&(h, i)| h == moved && i == last) {
                 *at = index;
             }
@@ -135,10 +135,6 @@ impl Members {
     pub fn is_empty(&self) -> bool {
         self.all.is_empty()
     }
-}
-
-fn key_of(member: &Member) -> Cow<'_, str> {
-    key(&member.email)
 }
 
 #[cfg(test)]

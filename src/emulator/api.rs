@@ -350,9 +350,8 @@ fn member_page(shared: &Shared, list_id: &str, member_state: MemberState, query:
 }
 
 fn import(shared: &Shared, list_id: &str, body: &Bytes) -> Answer {
-    let request: IncomingImport = match serde_json::from_slice(body) {
-        Ok(r) => r,
-        Err(_) => return unreadable_body(),
+    let Some(request) = IncomingImport::parse(body) else {
+        return unreadable_body();
     };
     let received = request.subscribers.as_ref().map_or(0, Vec::len) as u64;
     let now = now_text();

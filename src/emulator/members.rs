@@ -1,8 +1,9 @@
 //! A list's members by address, compared case-insensitively as the API does. The members
-//! sit in one vector and a table beside it holds `(hash, index)`: growing the table moves 16
-//! bytes per member and hashes nothing again, and no member carries a second, lowercased
-//! copy of its address. A million-member import is the emulator's heaviest work; the
-//! benchmarks must measure the exporter, not this.
+//! sit in one vector, their hashes in another, and the table holds only 4-byte indexes:
+//! a lookup of a million-member list misses the cache on the table, so the table is kept
+//! small; growing it hashes nothing again, and no member carries a second, lowercased copy
+//! of its address. A million-member import is the emulator's heaviest work; the benchmarks
+//! must measure the exporter, not this.
 
 use std::borrow::Cow;
 use std::hash::BuildHasher;
@@ -17,7 +18,9 @@ pub struct Members {
     /// Per member, `request << 1 | reported`: the last request that named it, and whether
     /// that request named it twice. One lookup per subscriber tells new, known or repeated.
     marks: Vec<u64>,
-    table: HashTable<(u64, usize)>,
+    /// Per member, its address's hash folded to 32 bits (see [`spread`]).
+    hashes: Vec<u32>,
+    table: HashTable<u32>,
     hasher: foldhash::fast::RandomState,
     request: u64,
 }
@@ -42,9 +45,16 @@ pub fn key(email: &str) -> Cow<'_, str> {
     }
 }
 
+/// The table's hash from a stored 32-bit one: the table takes its bucket from the low
+/// bits and its tag from the top ones, so both halves carry the same bits.
+fn spread(hash: u32) -> u64 {
+    u64::from(hash) << 32 | u64::from(hash)
+}
+
 impl Members {
     fn hash(&self, key: &str) -> u64 {
-        self.hasher.hash_one(key.as_bytes())
+        let full = self.hasher.hash_one(key.as_bytes());
+        spread((full ^ full >> 32) as u32)
     }
 
     fn find(&self, key: &str) -> Option<usize> {
@@ -53,8 +63,11 @@ impl Members {
 
     fn find_hashed(&self, hash: u64, key: &str) -> Option<usize> {
         self.table
-            .find(hash, |&(h, i)| h == hash && self.all[i].email.eq_ignore_ascii_case(key))
-            .map(|&(_, i)| i)
+            .find(hash, |&i| {
+                let i = i as usize;
+                spread(self.hashes[i]) == hash && self.all[i].email.eq_ignore_ascii_case(key)
+            })
+            .map(|&i| i as usize)
     }
 
     /// The member with `email`, in any case and with any surrounding whitespace.
@@ -97,7 +110,10 @@ impl Members {
     /// by the current request.
     pub(super) fn insert_new(&mut self, hash: u64, member: Member) {
         debug_assert_eq!(hash, self.hash(&key(&member.email)));
-        self.table.insert_unique(hash, (hash, self.all.len()), |&(h, _)| h);
+        let index = u32::try_from(self.all.len()).expect("a list holds fewer than 2^32 members");
+        let hashes = &self.hashes;
+        self.table.insert_unique(hash, index, |&i| spread(hashes[i as usize]));
+        self.hashes.push(hash as u32);
         self.all.push(member);
         self.marks.push(self.request << 1);
     }
@@ -105,21 +121,20 @@ impl Members {
     /// Takes a member off the list entirely (tests use it to make a member vanish).
     pub fn remove(&mut self, email: &str) -> Option<Member> {
         let wanted = key(email);
-        let hash = self.hash(&wanted);
-        let all = &self.all;
-        let entry = self
-            .table
-            .find_entry(hash, |&(h, i)| h == hash && all[i].email.eq_ignore_ascii_case(&wanted))
-            .ok()?;
-        let ((_, index), _) = entry.remove();
+        let index = self.find(&wanted)?;
+        let hash = spread(self.hashes[index]);
+        if let Ok(entry) = self.table.find_entry(hash, |&i| i as usize == index) {
+            entry.remove();
+        }
         let last = self.all.len() - 1;
         if index != last {
             // The last member moves into the gap: its entry must say where it went.
-            let moved = self.hash(&key(&self.all[last].email));
-            if let Some((_, at)) = self.table.find_mut(moved, |&(h, i)| h == moved && i == last) {
-                *at = index;
+            let moved = spread(self.hashes[last]);
+            if let Some(at) = self.table.find_mut(moved, |&i| i as usize == last) {
+                *at = index as u32;
             }
         }
+        self.hashes.swap_remove(index);
         self.marks.swap_remove(index);
         Some(self.all.swap_remove(index))
     }

@@ -18,8 +18,8 @@ use super::credentials::{Credentials, Secret};
 use super::import::ImportBatch;
 use super::types::MemberState;
 use super::types::{
-    ApiErrorBody, CustomField, ListDetails, ListStats, NewCustomField, OAuthTokens, SubscriberDetails, SubscriberPage,
-    SystemDate,
+    ApiErrorBody, ClientSummary, CustomField, ListDetails, ListStats, ListSummary, NewCustomField, OAuthTokens,
+    SubscriberDetails, SubscriberPage, SystemDate,
 };
 use crate::retry::{Attempt, Backoff, retry};
 
@@ -280,6 +280,16 @@ impl Client {
     /// The cheapest authenticated call: checks the credentials.
     pub async fn system_date(&self) -> Result<SystemDate, ApiError> {
         self.call(Method::GET, "systemdate.json", None).await
+    }
+
+    /// The clients the credentials reach (an agency account has several).
+    pub async fn clients(&self) -> Result<Vec<ClientSummary>, ApiError> {
+        self.call(Method::GET, "clients.json", None).await
+    }
+
+    pub async fn client_lists(&self, client_id: &str) -> Result<Vec<ListSummary>, ApiError> {
+        self.call(Method::GET, &format!("clients/{}/lists.json", encode(client_id)), None)
+            .await
     }
 
     pub async fn list_details(&self, list_id: &str) -> Result<ListDetails, ApiError> {

@@ -1,9 +1,11 @@
-//! `cm-export connection list` and `cm-export connection test NAME [--list ID]`.
+//! `cm-export connection list`, `connection test NAME [--list ID]`, and what a connection
+//! reaches: `connection lists NAME` (to find a list id) and `connection fields NAME --list ID`
+//! (the list's custom fields, to map columns to).
 
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use cm_export::campaign_monitor::{ApiError, Client, ClientOptions};
+use cm_export::campaign_monitor::{ApiError, Client, ClientOptions, retry_call};
 use cm_export::config::{Connection, Connections, CredentialSource, UsableBy};
 use cm_export::retry::Backoff;
 
@@ -26,6 +28,20 @@ pub enum ConnectionCommand {
         #[arg(long)]
         connections: Option<PathBuf>,
     },
+    /// The clients and lists the connection reaches: list id, title, active subscribers.
+    Lists {
+        name: String,
+        #[arg(long)]
+        connections: Option<PathBuf>,
+    },
+    /// A list's custom fields: name, key, type and options.
+    Fields {
+        name: String,
+        #[arg(long = "list", value_name = "LIST_ID")]
+        list_id: String,
+        #[arg(long)]
+        connections: Option<PathBuf>,
+    },
 }
 
 fn load(explicit: Option<&Path>) -> anyhow::Result<Connections> {
@@ -43,6 +59,18 @@ pub async fn dispatch(command: ConnectionCommand) -> anyhow::Result<u8> {
         } => {
             let all = load(connections.as_deref())?;
             test(all.get(&name)?, list_id.as_deref()).await
+        }
+        ConnectionCommand::Lists { name, connections } => {
+            let all = load(connections.as_deref())?;
+            lists(all.get(&name)?).await
+        }
+        ConnectionCommand::Fields {
+            name,
+            list_id,
+            connections,
+        } => {
+            let all = load(connections.as_deref())?;
+            fields(all.get(&name)?, &list_id).await
         }
     }
 }
@@ -113,22 +141,41 @@ fn credential_source(source: &CredentialSource) -> (&'static str, String) {
     }
 }
 
-async fn test(connection: &Connection, list_id: Option<&str>) -> anyhow::Result<u8> {
-    let failed = |what: &str, why: String| {
-        eprintln!("FAILED: connection `{}`: {what}: {why}", connection.name);
-        Ok(2)
-    };
-    let credentials = match connection.resolve_credentials() {
-        Ok(credentials) => credentials,
-        Err(error) => return failed("no credentials", error.to_string()),
-    };
-    let client = Client::new(connection.base_url.clone(), &credentials, ClientOptions::default())?;
-    // A few quick retries: a check should answer in seconds, not ride out an outage.
-    let backoff = Backoff {
+/// Prints why a command about `connection` failed, as one line; exit code 2.
+fn failed(connection: &Connection, what: &str, why: String) -> anyhow::Result<u8> {
+    eprintln!("FAILED: connection `{}`: {what}: {why}", connection.name);
+    Ok(2)
+}
+
+/// A client on the connection's credentials, or why there is none.
+fn client(connection: &Connection) -> anyhow::Result<Result<Client, String>> {
+    Ok(match connection.resolve_credentials() {
+        Ok(credentials) => Ok(Client::new(
+            connection.base_url.clone(),
+            &credentials,
+            ClientOptions::default(),
+        )?),
+        Err(error) => Err(error.to_string()),
+    })
+}
+
+/// A few quick retries: a command a person waits on should answer in seconds, not ride out
+/// an outage.
+fn quick() -> Backoff {
+    Backoff {
         max_retries: 3,
         ..Backoff::default()
+    }
+}
+
+async fn test(connection: &Connection, list_id: Option<&str>) -> anyhow::Result<u8> {
+    let failed = |what: &str, why: String| failed(connection, what, why);
+    let client = match client(connection)? {
+        Ok(client) => client,
+        Err(why) => return failed("no credentials", why),
     };
-    let date = match cm_export::campaign_monitor::retry_call(&backoff, || client.system_date()).await {
+    let backoff = quick();
+    let date = match retry_call(&backoff, || client.system_date()).await {
         Ok(date) => date,
         Err(error @ ApiError::Api(_)) => return failed("the credentials were not accepted", plain(&error)),
         Err(error) => {
@@ -145,11 +192,11 @@ async fn test(connection: &Connection, list_id: Option<&str>) -> anyhow::Result<
     let Some(list_id) = list_id else {
         return Ok(0);
     };
-    let details = match cm_export::campaign_monitor::retry_call(&backoff, || client.list_details(list_id)).await {
+    let details = match retry_call(&backoff, || client.list_details(list_id)).await {
         Ok(details) => details,
         Err(error) => return failed(&format!("list `{list_id}` cannot be used"), plain(&error)),
     };
-    let stats = match cm_export::campaign_monitor::retry_call(&backoff, || client.list_stats(list_id)).await {
+    let stats = match retry_call(&backoff, || client.list_stats(list_id)).await {
         Ok(stats) => stats,
         Err(error) => return failed(&format!("list `{list_id}` has no statistics"), plain(&error)),
     };
@@ -157,6 +204,106 @@ async fn test(connection: &Connection, list_id: Option<&str>) -> anyhow::Result<
         "ok: list {list_id} \"{}\": {} active subscribers",
         details.title, stats.total_active_subscribers
     );
+    Ok(0)
+}
+
+/// Every list of every client the connection reaches, with its active subscribers: where a
+/// pipeline's `list-id` comes from.
+async fn lists(connection: &Connection) -> anyhow::Result<u8> {
+    let api_failed = |what: &str, error: ApiError| failed(connection, what, plain(&error));
+    let client = match client(connection)? {
+        Ok(client) => client,
+        Err(why) => return failed(connection, "no credentials", why),
+    };
+    let backoff = quick();
+    let clients = match retry_call(&backoff, || client.clients()).await {
+        Ok(clients) => clients,
+        Err(error) => return api_failed("its clients could not be listed", error),
+    };
+    let mut table = Table::new(["CLIENT", "LIST ID", "TITLE", "ACTIVE SUBSCRIBERS"]);
+    let mut count = 0;
+    for account in &clients {
+        let lists = match retry_call(&backoff, || client.client_lists(&account.client_id)).await {
+            Ok(lists) => lists,
+            Err(error) => {
+                return api_failed(
+                    &format!("the lists of client `{}` could not be listed", account.name),
+                    error,
+                );
+            }
+        };
+        for list in lists {
+            let stats = match retry_call(&backoff, || client.list_stats(&list.list_id)).await {
+                Ok(stats) => stats,
+                Err(error) => return api_failed(&format!("list `{}` has no statistics", list.list_id), error),
+            };
+            table.row([
+                account.name.clone(),
+                list.list_id,
+                list.name,
+                stats.total_active_subscribers.to_string(),
+            ]);
+            count += 1;
+        }
+    }
+    let clients = match clients.len() {
+        1 => "1 client".to_owned(),
+        n => format!("{n} clients"),
+    };
+    if count == 0 {
+        println!(
+            "connection `{}` reaches {clients} and no list: create one in Campaign Monitor first",
+            connection.name
+        );
+        return Ok(0);
+    }
+    println!(
+        "connection `{}` reaches {clients} and {count} list(s); a pipeline names one by its id in `[destination] list-id`:",
+        connection.name
+    );
+    print!("{table}");
+    Ok(0)
+}
+
+/// A list's custom fields: what `[mapping] custom-fields` can map columns to.
+async fn fields(connection: &Connection, list_id: &str) -> anyhow::Result<u8> {
+    let api_failed = |what: &str, error: ApiError| failed(connection, what, plain(&error));
+    let client = match client(connection)? {
+        Ok(client) => client,
+        Err(why) => return failed(connection, "no credentials", why),
+    };
+    let backoff = quick();
+    let details = match retry_call(&backoff, || client.list_details(list_id)).await {
+        Ok(details) => details,
+        Err(error) => return api_failed(&format!("list `{list_id}` cannot be used"), error),
+    };
+    let fields = match retry_call(&backoff, || client.custom_fields(list_id)).await {
+        Ok(fields) => fields,
+        Err(error) => {
+            return api_failed(
+                &format!("the custom fields of list `{list_id}` could not be read"),
+                error,
+            );
+        }
+    };
+    if fields.is_empty() {
+        println!("list {list_id} \"{}\" has no custom fields", details.title);
+        return Ok(0);
+    }
+    println!(
+        "list {list_id} \"{}\" has {} custom field(s); `[mapping] custom-fields` names one by its name or key:",
+        details.title,
+        fields.len()
+    );
+    let mut table = Table::new(["NAME", "KEY", "TYPE", "OPTIONS"]);
+    for field in fields {
+        let options = match field.field_options.is_empty() {
+            true => "-".to_owned(),
+            false => field.field_options.join(", "),
+        };
+        table.row([field.field_name, field.key, field.data_type, options]);
+    }
+    print!("{table}");
     Ok(0)
 }
 

@@ -310,3 +310,53 @@ async fn an_on_demand_run_stops_when_its_connection_is_removed() {
     assert!(sent < report["members_unique"].as_u64().unwrap(), "{report}");
     assert_eq!(crate::support::active_emails(&emulator).len() as u64, sent);
 }
+
+#[tokio::test]
+async fn connection_lists_and_fields_show_what_a_pipeline_can_name() {
+    const SECOND: &str = "99bc35084a5739127a8ab81eae5bd305";
+    let emulator =
+        crate::support::emulator_with(|config| config.lists.push((SECOND.into(), "Newsletter".into()))).await;
+    emulator.with_list_mut(LIST, |l| {
+        for email in ["ada@example.com", "grace@example.com"] {
+            let body = serde_json::json!({ "EmailAddress": email, "ConsentToTrack": "Yes" }).to_string();
+            l.add(serde_json::from_str(&body).unwrap(), "2026-11-28 10:00:00")
+                .unwrap();
+        }
+        l.add_custom_field("City", "Text", vec![], true).unwrap();
+        let tiers = ["bronze", "silver", "gold"].map(String::from).to_vec();
+        l.add_custom_field("Loyalty Tier", "MultiSelectOne", tiers, true)
+            .unwrap();
+    });
+    let dir = folder(&emulator.base_url());
+
+    let (code, stdout, stderr) = cm(dir.path(), KEY, &["connection", "lists", "cm"]).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    insta::assert_snapshot!("connection_lists", stdout);
+
+    let (code, stdout, stderr) = cm(dir.path(), KEY, &["connection", "fields", "cm", "--list", LIST]).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    insta::assert_snapshot!("connection_fields", stdout);
+
+    let (code, stdout, _) = cm(dir.path(), KEY, &["connection", "fields", "cm", "--list", SECOND]).await;
+    assert_eq!(code, 0);
+    assert_eq!(stdout, format!("list {SECOND} \"Newsletter\" has no custom fields\n"));
+
+    let unknown = "ffffffffffffffffffffffffffffffff";
+    let (code, _, stderr) = cm(dir.path(), KEY, &["connection", "fields", "cm", "--list", unknown]).await;
+    assert_eq!(code, 2);
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "FAILED: connection `cm`: list `{unknown}` cannot be used: Campaign Monitor has no such list \
+             for this account: \"Invalid ListID\" (code 101); check the list id"
+        )
+    );
+
+    let (code, _, stderr) = cm(dir.path(), "wrong-key", &["connection", "lists", "cm"]).await;
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("FAILED: connection `cm`: its clients could not be listed: Campaign Monitor refused them")
+            && !stderr.contains("wrong-key"),
+        "{stderr}"
+    );
+}

@@ -68,6 +68,7 @@ fn extract_batch_8192(bencher: Bencher) {
         consent: None,
         consent_default: ConsentToTrack::Yes,
         fields: vec![("City".into(), "city".into(), 2)],
+        key: None,
         synced: None,
     };
     bencher.counter(ItemsCount::new(8192usize)).bench(|| {
@@ -92,6 +93,7 @@ fn import_batch_from(first: usize) -> ImportBatch {
                 value: "Cluj-Napoca".into(),
             }],
             consent_to_track: ConsentToTrack::Yes,
+            row_key: None,
         })
         .collect();
     ImportBatch::new(subscribers).unwrap()

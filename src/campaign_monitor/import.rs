@@ -66,6 +66,10 @@ pub struct ImportSubscriber {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub custom_fields: Vec<ImportField>,
     pub consent_to_track: ConsentToTrack,
+    /// The `[mapping] key` value of the row this member came from, so that a reject can
+    /// point back to it. Never sent.
+    #[serde(skip)]
+    pub row_key: Option<String>,
 }
 
 impl ImportSubscriber {
@@ -175,6 +179,7 @@ mod tests {
             name: None,
             custom_fields: vec![],
             consent_to_track: ConsentToTrack::Unchanged,
+            row_key: None,
         }
     }
 

@@ -88,6 +88,9 @@ struct MappingWire {
     /// Campaign Monitor custom field key -> column.
     #[serde(default)]
     custom_fields: BTreeMap<String, String>,
+    /// A column that finds the row again (a customer id): carried into every rejects row
+    /// and into `plan`'s samples; never sent.
+    key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -232,6 +235,8 @@ pub struct Mapping {
     pub consent: Consent,
     /// `(Campaign Monitor key, column)`, ordered by key.
     pub custom_fields: Vec<(String, String)>,
+    /// The column that finds a rejected row again; never sent.
+    pub key: Option<String>,
 }
 
 impl Mapping {
@@ -243,6 +248,7 @@ impl Mapping {
             columns.push(c);
         }
         columns.extend(self.custom_fields.iter().map(|(_, c)| c.as_str()));
+        columns.extend(self.key.as_deref());
         let mut seen = HashSet::new();
         columns.retain(|c| seen.insert(*c));
         columns
@@ -423,6 +429,12 @@ impl Pipeline {
                 ));
             }
         }
+        if mapping.key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+            return Err(invalid(
+                "mapping.key",
+                "names no column; name the column that identifies a row (a customer id), or leave the key out".into(),
+            ));
+        }
 
         let options = wire.options;
         let batch_size = bounded(
@@ -516,6 +528,7 @@ impl Pipeline {
                 name: mapping.name,
                 consent,
                 custom_fields: mapping.custom_fields.into_iter().collect(),
+                key: mapping.key,
             },
             options: Options {
                 batch_size,
@@ -676,11 +689,22 @@ batch-size = 500
         assert_eq!(p.mapping.consent, Consent::Constant(ConsentToTrack::Yes));
         assert_eq!(p.mapping.custom_fields[0], ("City".to_owned(), "city".to_owned()));
         assert_eq!(p.mapping.columns(), vec!["email", "full_name", "city", "loyalty_tier"]);
+        assert_eq!(p.mapping.key, None);
         assert_eq!(p.options.batch_size.get(), 500);
         assert_eq!(p.options.concurrency.get(), DEFAULT_CONCURRENCY);
         assert_eq!(p.options.max_profiles, 1_000_000);
         assert!(!p.options.resubscribe);
         assert!(p.schedule.is_none() && p.alert_webhook.is_none());
+    }
+
+    #[test]
+    fn a_key_column_is_read_too_and_must_name_one() {
+        let keyed = GOOD.replace("[options]", "key = \"customer_id\"\n[options]");
+        let p = parse(&keyed).unwrap();
+        assert_eq!(p.mapping.key.as_deref(), Some("customer_id"));
+        assert_eq!(p.mapping.columns().last(), Some(&"customer_id"));
+        let blank = GOOD.replace("[options]", "key = \" \"\n[options]");
+        assert!(error(&blank).contains("`mapping.key` names no column"), "{}", error(&blank));
     }
 
     #[test]

@@ -124,7 +124,8 @@ impl Batcher {
 }
 
 fn too_large(member: &ImportSubscriber) -> Reject {
-    let mut reject = Reject::new(Some(&member.email_address), RejectReason::InvalidField);
+    let mut reject =
+        Reject::new(Some(&member.email_address), RejectReason::InvalidField).keyed(member.row_key.as_deref());
     reject.message = Some(format!(
         "this member's values take {} bytes, more than one import request may carry ({MAX_SUBSCRIBER_BYTES}); shorten its name or fields",
         member.json_len()
@@ -148,6 +149,7 @@ mod tests {
                 })
                 .collect(),
             consent_to_track: ConsentToTrack::Yes,
+            row_key: None,
         }
     }
 
@@ -169,6 +171,7 @@ mod tests {
             consent: None,
             consent_default: ConsentToTrack::Yes,
             fields: vec![],
+            key: None,
             synced: None,
         };
         let scan = Scan::new(

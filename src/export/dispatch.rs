@@ -125,7 +125,7 @@ impl Dispatcher<'_> {
                 let journaled = self
                     .journal
                     .accepted(number, new, existing, emails, &failures, &fingerprints);
-                self.tally.accepted(new, existing, &failures);
+                self.tally.accepted(new, existing, members, &failures);
                 self.counters.sent.fetch_add(new + existing, Ordering::Relaxed);
                 journaled.map_err(|e| StateError::from(e).into())
             }

@@ -255,12 +255,15 @@ fn diff(tracking: &Tracking, rows: &crate::members::RowCounts) -> PlanDiff {
 
 /// A member as `plan` shows it: the address masked.
 fn sample(member: &ImportSubscriber) -> String {
-    let mut line = format!(
-        "{} name={:?} consent={}",
-        mask(&member.email_address),
+    let mut line = mask(&member.email_address);
+    if let Some(key) = &member.row_key {
+        line.push_str(&format!(" key={key}"));
+    }
+    line.push_str(&format!(
+        " name={:?} consent={}",
         member.name.as_deref().unwrap_or(""),
         member.consent_to_track.as_str(),
-    );
+    ));
     for field in &member.custom_fields {
         line.push_str(&format!(" {}={}", field.key, field.value));
     }

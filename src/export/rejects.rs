@@ -33,6 +33,7 @@ pub struct RejectsWriter {
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("email", DataType::Utf8, true),
+        Field::new("key", DataType::Utf8, true),
         Field::new("reason", DataType::Utf8, false),
         Field::new("column", DataType::Utf8, true),
         Field::new("api_code", DataType::Int64, true),
@@ -69,12 +70,14 @@ impl RejectsWriter {
             return Ok(());
         }
         let mut email = StringBuilder::new();
+        let mut key = StringBuilder::new();
         let mut reason = StringBuilder::new();
         let mut column = StringBuilder::new();
         let mut code = Int64Builder::new();
         let mut message = StringBuilder::new();
         for r in self.pending.drain(..) {
             email.append_option(r.email);
+            key.append_option(r.key);
             reason.append_value(r.reason.as_str());
             column.append_option(r.column);
             code.append_option(r.code);
@@ -82,6 +85,7 @@ impl RejectsWriter {
         }
         let columns: Vec<ArrayRef> = vec![
             Arc::new(email.finish()),
+            Arc::new(key.finish()),
             Arc::new(reason.finish()),
             Arc::new(column.finish()),
             Arc::new(code.finish()),

@@ -72,7 +72,8 @@ impl Rejects {
 /// file as `not_sent`, so every member is accounted for.
 pub fn not_sent(rejects: &Rejects, members: &[ImportSubscriber]) -> u64 {
     for member in members {
-        let mut reject = Reject::new(Some(&member.email_address), RejectReason::NotSent);
+        let mut reject =
+            Reject::new(Some(&member.email_address), RejectReason::NotSent).keyed(member.row_key.as_deref());
         reject.message = Some("the run stopped before this batch".to_owned());
         rejects.push(reject);
     }
@@ -127,9 +128,10 @@ impl Tally {
     }
 
     /// A batch an earlier attempt got accepted: it counts, and its refused rows are rejects
-    /// again (the rejects file is per attempt).
+    /// again (the rejects file is per attempt), without their keys: the journal keeps
+    /// addresses only.
     pub fn replay(&mut self, batch: &Accepted) {
-        self.accepted(batch.new, batch.existing, &batch.failures);
+        self.accepted(batch.new, batch.existing, &[], &batch.failures);
     }
 
     /// A removal an earlier attempt made (or found done).
@@ -174,24 +176,30 @@ impl Tally {
         }
     }
 
-    pub fn accepted(&mut self, new: u64, existing: u64, failures: &[ImportFailure]) {
+    /// A batch of `members` accepted, but for `failures`: each of those is found among the
+    /// members by address (the API names it as sent) for its row's key.
+    pub fn accepted(&mut self, new: u64, existing: u64, members: &[ImportSubscriber], failures: &[ImportFailure]) {
         self.new += new;
         self.existing += existing;
         for failure in failures {
-            self.api_reject(&failure.email_address, failure.code, &failure.message);
+            let key = members
+                .iter()
+                .find(|m| m.email_address.eq_ignore_ascii_case(failure.email_address.trim()))
+                .and_then(|m| m.row_key.as_deref());
+            self.api_reject(&failure.email_address, key, failure.code, &failure.message);
         }
     }
 
     /// The API refused a whole batch for good.
     pub fn refused(&mut self, members: &[ImportSubscriber], code: i64, message: &str) {
         for member in members {
-            self.api_reject(&member.email_address, code, message);
+            self.api_reject(&member.email_address, member.row_key.as_deref(), code, message);
         }
     }
 
-    fn api_reject(&mut self, email: &str, code: i64, message: &str) {
+    fn api_reject(&mut self, email: &str, key: Option<&str>, code: i64, message: &str) {
         *self.api.entry(code).or_insert(0) += 1;
-        let mut reject = Reject::new(Some(email), RejectReason::Api);
+        let mut reject = Reject::new(Some(email), RejectReason::Api).keyed(key);
         reject.code = Some(code);
         reject.message = Some(message.to_owned());
         self.rejects.push(reject);
@@ -248,6 +256,7 @@ mod tests {
             name: None,
             custom_fields: vec![],
             consent_to_track: ConsentToTrack::Yes,
+            row_key: None,
         }
     }
 
@@ -279,7 +288,7 @@ mod tests {
         };
         tally.replay(&earlier);
         tally.resending(5);
-        tally.accepted(1, 0, &[]);
+        tally.accepted(1, 0, &[], &[]);
         tally.refused(&[member("e@x.com")], 204, "In suppression list");
         tally.not_sent(&[member("f@x.com"), member("g@x.com")]);
         tally.batched(

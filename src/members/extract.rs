@@ -27,6 +27,8 @@ pub struct Layout {
     pub consent_default: ConsentToTrack,
     /// `(Campaign Monitor key, source column name, index)`.
     pub fields: Vec<(String, String, usize)>,
+    /// The `[mapping] key` column, as text: carried into rejects, never sent.
+    pub key: Option<usize>,
     /// The fingerprint the synced state holds for the row's address (UInt64, null when the
     /// export never had it accepted); `None` when the run does not diff.
     pub synced: Option<usize>,
@@ -195,6 +197,8 @@ impl Extractor {
             .map(|(_, _, i)| plain(batch.column(*i)))
             .collect::<Result<Vec<_>, _>>()?;
         let fields: Vec<Strings<'_>> = field_arrays.iter().map(strings).collect();
+        let key_array = layout.key.map(|i| plain(batch.column(i))).transpose()?;
+        let keys = key_array.as_ref().map(strings);
         let synced = match layout.synced {
             Some(i) => Some(batch.column(i).as_primitive_opt::<UInt64Type>().ok_or_else(|| {
                 ArrowError::SchemaError(format!(
@@ -211,16 +215,18 @@ impl Extractor {
         };
         'rows: for row in 0..batch.num_rows() {
             let raw = emails.get(row);
+            let key = keys.as_ref().and_then(|k| k.get(row));
+            let rejected = |reason| Reject::new(raw, reason).keyed(key);
             let email = match normalise(raw) {
                 Ok(email) => email,
                 Err(EmailProblem::Missing) => {
                     counts.missing_email += 1;
-                    reject(Reject::new(raw, RejectReason::MissingEmail));
+                    reject(rejected(RejectReason::MissingEmail));
                     continue;
                 }
                 Err(EmailProblem::Invalid) => {
                     counts.invalid_email += 1;
-                    reject(Reject::new(raw, RejectReason::InvalidEmail));
+                    reject(rejected(RejectReason::InvalidEmail));
                     continue;
                 }
             };
@@ -229,7 +235,7 @@ impl Extractor {
                     && value.chars().count() > MAX_FIELD_CHARS
                 {
                     counts.invalid_field += 1;
-                    let mut rejected = Reject::new(raw, RejectReason::InvalidField);
+                    let mut rejected = rejected(RejectReason::InvalidField);
                     rejected.column = Some(column.clone());
                     rejected.message = Some(format!(
                         "column `{column}` holds {} characters; Campaign Monitor takes at most {MAX_FIELD_CHARS}",
@@ -247,7 +253,7 @@ impl Extractor {
                         Some(c) => c,
                         None => {
                             counts.invalid_field += 1;
-                            let mut rejected = Reject::new(raw, RejectReason::InvalidField);
+                            let mut rejected = rejected(RejectReason::InvalidField);
                             rejected.column = layout.consent.map(|i| batch.schema().field(i).name().clone());
                             rejected.message = Some(format!("consent value `{text}` is not Yes, No or Unchanged"));
                             reject(rejected);
@@ -277,6 +283,7 @@ impl Extractor {
                 name: names.as_ref().and_then(|n| n.get(row)).map(str::to_owned),
                 custom_fields,
                 consent_to_track: consent,
+                row_key: key.map(str::to_owned),
             };
             let change = match synced.filter(|s| s.is_valid(row)).map(|s| s.value(row)) {
                 None => Change::New,
@@ -317,6 +324,7 @@ mod tests {
             consent: None,
             consent_default: ConsentToTrack::Yes,
             fields: vec![("City".into(), "city".into(), 1)],
+            key: None,
             synced: None,
         }
     }
@@ -404,6 +412,7 @@ mod tests {
                     value: city.into(),
                 }],
                 consent_to_track: ConsentToTrack::Yes,
+                row_key: None,
             })
         };
         let synced = UInt64Array::from(vec![None, Some(same("Cluj")), Some(same("Cluj")), Some(same("Cluj"))]);

@@ -40,6 +40,8 @@ pub struct Reject {
     /// The API's code and message, for `api` and `not_sent`.
     pub code: Option<i64>,
     pub message: Option<String>,
+    /// The row's `[mapping] key` value, to find it again.
+    pub key: Option<String>,
 }
 
 impl Reject {
@@ -50,6 +52,15 @@ impl Reject {
             column: None,
             code: None,
             message: None,
+            key: None,
+        }
+    }
+
+    /// The same reject, with the row's `[mapping] key` value.
+    pub fn keyed(self, key: Option<&str>) -> Self {
+        Self {
+            key: key.map(str::to_owned),
+            ..self
         }
     }
 }

@@ -47,6 +47,7 @@ mod tests {
                 })
                 .collect(),
             consent_to_track: ConsentToTrack::Yes,
+            row_key: None,
         }
     }
 
@@ -55,6 +56,7 @@ mod tests {
         let base = member(Some("Jane"), &[("City", "Cluj")]);
         let same = ImportSubscriber {
             email_address: "JANE@example.com".into(),
+            row_key: Some("customer-7".into()),
             ..base.clone()
         };
         assert_eq!(fingerprint(&base), fingerprint(&same));

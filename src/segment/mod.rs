@@ -286,6 +286,17 @@ async fn export_query(ctx: &SessionContext, pipeline: &Pipeline) -> Result<(Data
             );
             fields.push((key.clone(), column.clone(), index));
         }
+        let key_index = match &mapping.key {
+            Some(column) => {
+                let t = find(&schema, name, column, "mapping.key")?;
+                Some(place(
+                    cast(as_text(column, t), DataType::Utf8View),
+                    "row_key".into(),
+                    &mut exprs,
+                ))
+            }
+            None => None,
+        };
         let plan_err = |source| SegmentError::Plan {
             segments: chosen.join(", "),
             source,
@@ -304,6 +315,7 @@ async fn export_query(ctx: &SessionContext, pipeline: &Pipeline) -> Result<(Data
                 Consent::Column(_) => crate::campaign_monitor::ConsentToTrack::Unchanged,
             },
             fields,
+            key: key_index,
             synced: None,
         });
     }

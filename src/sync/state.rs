@@ -222,9 +222,16 @@ mod tests {
             name: Some("full_name".into()),
             consent: Consent::Constant(ConsentToTrack::Yes),
             custom_fields: vec![("City".into(), "city".into())],
+            key: None,
         };
         let digest = mapping_digest(&mapping);
         assert_eq!(digest, mapping_digest(&mapping.clone()));
+        // The key finds rejected rows again; it decides no value on the list.
+        let keyed = Mapping {
+            key: Some("customer_id".into()),
+            ..mapping.clone()
+        };
+        assert_eq!(mapping_digest(&keyed), digest);
         let changes = [
             Mapping {
                 name: None,

@@ -19,6 +19,7 @@ fn sub(email: &str) -> ImportSubscriber {
         name: Some(format!("Name of {email}")),
         custom_fields: vec![],
         consent_to_track: ConsentToTrack::Yes,
+        row_key: None,
     }
 }
 

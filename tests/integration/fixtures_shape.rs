@@ -56,6 +56,7 @@ fn member(email: &str) -> ImportSubscriber {
             value: "https://example.com".into(),
         }],
         consent_to_track: ConsentToTrack::Yes,
+        row_key: None,
     }
 }
 

@@ -13,6 +13,7 @@ mod emulator_api;
 mod faults;
 mod fixtures_shape;
 mod foundation;
+mod keys;
 mod official_client;
 mod outputs;
 mod resume;

@@ -127,6 +127,7 @@ async fn setup_with(mode: &str, faults: impl FnOnce(&mut cm_export::emulator::Em
         name: None,
         custom_fields: vec![],
         consent_to_track: ConsentToTrack::Yes,
+        row_key: None,
     };
     let batch = ImportBatch::new(vec![pre]).unwrap();
     // Through the faults an emulator may inject, until it lands.

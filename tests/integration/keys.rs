@@ -1,0 +1,149 @@
+//! `[mapping] key`: every rejected row, wherever it was refused (by the exporter, by the
+//! API in a partial import), carries the row's key, so that a missing address can still be
+//! traced; `plan`'s samples show it beside the masked address. The key is never sent.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use cm_export::config::{Connections, Pipeline};
+use cm_export::emulator::MemberState;
+use cm_export::export::{self, ProgressMode, RunOptions};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::support::{KEY, LIST, emulator};
+
+const PIPELINE: &str = r#"
+[source]
+path = "profiles"
+[[segment]]
+name = "all"
+sql = "SELECT * FROM profiles"
+[destination]
+connection = "cm"
+list-id = "a58ee1d3039b8bec838e6d1482a8a965"
+[mapping]
+email = "email"
+name = "full_name"
+consent-to-track = "Yes"
+custom-fields = { City = "city" }
+key = "customer_id"
+"#;
+
+fn profiles(dir: &Path) {
+    let long = "x".repeat(251);
+    let rows: [(i64, Option<&str>, &str); 6] = [
+        (101, Some("ada@example.com"), "Cluj"),
+        (102, None, "Iasi"),
+        (103, Some("not-an-email"), "Arad"),
+        (104, Some("bounced@example.com"), "Sibiu"),
+        (105, Some("ADA@example.com"), "Cluj"),
+        (106, Some("long@example.com"), &long),
+    ];
+    let batch = RecordBatch::try_from_iter([
+        (
+            "customer_id",
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef,
+        ),
+        ("email", Arc::new(StringArray::from_iter(rows.iter().map(|r| r.1)))),
+        (
+            "full_name",
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|_| "N"))),
+        ),
+        (
+            "city",
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
+        ),
+    ])
+    .unwrap();
+    std::fs::create_dir(dir.join("profiles")).unwrap();
+    let file = std::fs::File::create(dir.join("profiles/part-0.parquet")).unwrap();
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+/// `(email, key, reason)` of every rejects row, sorted by key.
+fn rejects(path: &Path) -> Vec<(Option<String>, Option<String>, String)> {
+    let mut rows = Vec::new();
+    for batch in ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap()
+    {
+        let batch = batch.unwrap();
+        let text = |name: &str| batch.column_by_name(name).unwrap().as_string::<i32>().clone();
+        let (email, key, reason) = (text("email"), text("key"), text("reason"));
+        for i in 0..batch.num_rows() {
+            let value = |a: &datafusion::arrow::array::StringArray| a.is_valid(i).then(|| a.value(i).to_owned());
+            rows.push((value(&email), value(&key), reason.value(i).to_owned()));
+        }
+    }
+    rows.sort_by(|a, b| a.1.cmp(&b.1));
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_reject_carries_its_rows_key_and_plan_shows_it() {
+    let emulator = emulator().await;
+    emulator.with_list_mut(LIST, |l| {
+        let body = serde_json::json!({ "EmailAddress": "bounced@example.com", "ConsentToTrack": "Yes" }).to_string();
+        l.add(serde_json::from_str(&body).unwrap(), "2026-11-28 10:00:00")
+            .unwrap();
+        l.add_custom_field("City", "Text", vec![], true).unwrap();
+        l.member_mut("bounced@example.com").unwrap().state = MemberState::Bounced;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    profiles(dir.path());
+    std::fs::write(dir.path().join("key.txt"), KEY).unwrap();
+    std::fs::write(
+        dir.path().join("connections.toml"),
+        format!(
+            "[cm]\ndisplay-name = \"T\"\ndata-privacy-consent = true\napi-key-file = \"key.txt\"\nexport-user = \"t\"\nbase-url = \"{}\"\n",
+            emulator.base_url()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("keys.toml"), PIPELINE).unwrap();
+    let pipeline = Pipeline::load(&dir.path().join("keys.toml")).unwrap();
+    let connection = Connections::load(&dir.path().join("connections.toml"))
+        .unwrap()
+        .get("cm")
+        .unwrap()
+        .clone();
+    let options = RunOptions {
+        state_dir: Some(dir.path().join("state")),
+        progress: ProgressMode::Never,
+        ..RunOptions::default()
+    };
+
+    let plan = export::plan(&pipeline, &options).await.unwrap();
+    assert_eq!(
+        plan.samples,
+        [
+            "a***@example.com key=101 name=\"N\" consent=Yes City=Cluj",
+            "b***@example.com key=104 name=\"N\" consent=Yes City=Sibiu",
+        ]
+    );
+
+    let report = export::run(&pipeline, &connection, None, &options, std::future::pending())
+        .await
+        .unwrap();
+    let text = |s: &str| Some(s.to_owned());
+    assert_eq!(
+        rejects(report.rejects_file.as_ref().unwrap()),
+        [
+            (None, text("102"), "missing_email".to_owned()),
+            (text("not-an-email"), text("103"), "invalid_email".to_owned()),
+            (text("bounced@example.com"), text("104"), "api".to_owned()),
+            (text("long@example.com"), text("106"), "invalid_field".to_owned()),
+        ]
+    );
+    // The key is never sent: the list holds the address, name and field, nothing else.
+    emulator.with_list(LIST, |l| {
+        let ada = l.member("ada@example.com").unwrap();
+        assert_eq!(ada.custom_fields, [("City".to_owned(), "Cluj".to_owned())]);
+        assert!(!format!("{:?}", ada.details()).contains("101"));
+    });
+}

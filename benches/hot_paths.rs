@@ -69,6 +69,11 @@ fn extract_batch_8192(bencher: Bencher) {
         consent_default: ConsentToTrack::Yes,
         fields: vec![("City".into(), "city".into(), 2)],
         key: None,
+        mobile: None,
+        sms_consent: None,
+        sms_consent_default: None,
+        clear_nulls: false,
+        sources: vec![],
         synced: None,
     };
     bencher.counter(ItemsCount::new(8192usize)).bench(|| {
@@ -91,9 +96,12 @@ fn import_batch_from(first: usize) -> ImportBatch {
             custom_fields: vec![ImportField {
                 key: "City".into(),
                 value: "Cluj-Napoca".into(),
+                clear: false,
             }],
             consent_to_track: ConsentToTrack::Yes,
             row_key: None,
+            mobile_number: None,
+            consent_to_send_sms: None,
         })
         .collect();
     ImportBatch::new(subscribers).unwrap()

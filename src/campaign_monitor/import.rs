@@ -63,9 +63,15 @@ pub struct ImportSubscriber {
     pub email_address: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// In international form (`+` and digits), as the extractor leaves it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mobile_number: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub custom_fields: Vec<ImportField>,
     pub consent_to_track: ConsentToTrack,
+    /// The same three values as tracking consent; not sent when the mapping has none.
+    #[serde(rename = "ConsentToSendSms", skip_serializing_if = "Option::is_none")]
+    pub consent_to_send_sms: Option<ConsentToTrack>,
     /// The `[mapping] key` value of the row this member came from, so that a reject can
     /// point back to it. Never sent.
     #[serde(skip)]
@@ -75,18 +81,29 @@ pub struct ImportSubscriber {
 impl ImportSubscriber {
     /// The length of this subscriber's JSON in an import body, without computing it.
     pub fn json_len(&self) -> usize {
-        // {"EmailAddress":"..","Name":"..","CustomFields":[{"Key":"..","Value":".."},..],"ConsentToTrack":"Yes"}
+        // {"EmailAddress":"..","Name":"..","MobileNumber":"..","CustomFields":[{"Key":"..",
+        // "Value":"..","Clear":true},..],"ConsentToTrack":"Yes","ConsentToSendSms":"No"}
         let mut len = "{\"EmailAddress\":".len() + json_string_len(&self.email_address);
         if let Some(name) = &self.name {
             len += ",\"Name\":".len() + json_string_len(name);
+        }
+        if let Some(mobile) = &self.mobile_number {
+            len += ",\"MobileNumber\":".len() + json_string_len(mobile);
         }
         if !self.custom_fields.is_empty() {
             len += ",\"CustomFields\":[]".len() + self.custom_fields.len() - 1;
             for field in &self.custom_fields {
                 len += "{\"Key\":,\"Value\":}".len() + json_string_len(&field.key) + json_string_len(&field.value);
+                if field.clear {
+                    len += ",\"Clear\":true".len();
+                }
             }
         }
-        len + ",\"ConsentToTrack\":\"\"}".len() + self.consent_to_track.as_str().len()
+        len += ",\"ConsentToTrack\":\"\"}".len() + self.consent_to_track.as_str().len();
+        if let Some(sms) = self.consent_to_send_sms {
+            len += ",\"ConsentToSendSms\":\"\"".len() + sms.as_str().len();
+        }
+        len
     }
 }
 
@@ -96,6 +113,9 @@ pub struct ImportField {
     /// The key without brackets: `website`, not `[website]`.
     pub key: String,
     pub value: String,
+    /// Blanks the list's value (sent with an empty `Value`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub clear: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -180,6 +200,8 @@ mod tests {
             custom_fields: vec![],
             consent_to_track: ConsentToTrack::Unchanged,
             row_key: None,
+            mobile_number: None,
+            consent_to_send_sms: None,
         }
     }
 
@@ -197,6 +219,7 @@ mod tests {
         one.custom_fields.push(ImportField {
             key: "website".into(),
             value: "https://x".into(),
+            clear: false,
         });
         one.consent_to_track = ConsentToTrack::Yes;
         let body = ImportBatch::new(vec![one, sub("b@x.com")]).unwrap().to_body(false);
@@ -224,13 +247,23 @@ mod tests {
             ImportField {
                 key: "City".into(),
                 value: "Cluj-Napoca".into(),
+                clear: false,
             },
             ImportField {
                 key: "Note".into(),
                 value: "line\nbreak \"quoted\"".into(),
+                clear: false,
             },
         ];
-        for member in [sub("a@x.com"), wide] {
+        let mut texting = sub("b@x.com");
+        texting.mobile_number = Some("+40712345678".into());
+        texting.consent_to_send_sms = Some(ConsentToTrack::No);
+        texting.custom_fields = vec![ImportField {
+            key: "City".into(),
+            value: String::new(),
+            clear: true,
+        }];
+        for member in [sub("a@x.com"), wide, texting] {
             assert_eq!(
                 member.json_len(),
                 serde_json::to_vec(&member).unwrap().len(),

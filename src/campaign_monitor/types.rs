@@ -142,6 +142,10 @@ pub struct SubscriberDetails {
     pub reads_email_with: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consent_to_track: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mobile_number: Option<String>,
+    #[serde(default, rename = "ConsentToSendSms", skip_serializing_if = "Option::is_none")]
+    pub consent_to_send_sms: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,7 +14,9 @@ pub use engine::Engine;
 #[cfg(feature = "ballista")]
 pub use engine::Scheduler;
 pub use error::ConfigError;
-pub use pipeline::{Consent, Destination, Mapping, MaxRemovals, Mode, Options, Pipeline, Removal, Segment, Source};
+pub use pipeline::{
+    Consent, Destination, Mapping, MaxRemovals, Mode, Nulls, Options, Pipeline, Removal, Segment, Source,
+};
 pub use schedule::Schedule;
 pub use storage::{Cloud, Storage};
 pub use webhook_url::WebhookUrl;

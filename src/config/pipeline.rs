@@ -91,6 +91,12 @@ struct MappingWire {
     /// A column that finds the row again (a customer id): carried into every rejects row
     /// and into `plan`'s samples; never sent.
     key: Option<String>,
+    /// The column holding the subscriber's mobile number, in international form.
+    mobile_number: Option<String>,
+    /// As `consent-to-track`; absent: no SMS consent is sent.
+    consent_to_send_sms: Option<toml::Value>,
+    /// `skip` (default): a null leaves the list's value as it is; `clear`: blanks it.
+    nulls: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -237,6 +243,20 @@ pub struct Mapping {
     pub custom_fields: Vec<(String, String)>,
     /// The column that finds a rejected row again; never sent.
     pub key: Option<String>,
+    pub mobile_number: Option<String>,
+    /// `None`: the subscriber's SMS consent is not sent.
+    pub sms_consent: Option<Consent>,
+    pub nulls: Nulls,
+}
+
+/// What a null custom field value does to the list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Nulls {
+    /// Leaves the list's value as it is (the field is not sent).
+    #[default]
+    Skip,
+    /// Blanks the list's value (the API's `Clear`).
+    Clear,
 }
 
 impl Mapping {
@@ -245,6 +265,10 @@ impl Mapping {
         let mut columns = vec![self.email.as_str()];
         columns.extend(self.name.as_deref());
         if let Consent::Column(c) = &self.consent {
+            columns.push(c);
+        }
+        columns.extend(self.mobile_number.as_deref());
+        if let Some(Consent::Column(c)) = &self.sms_consent {
             columns.push(c);
         }
         columns.extend(self.custom_fields.iter().map(|(_, c)| c.as_str()));
@@ -429,6 +453,29 @@ impl Pipeline {
                 ));
             }
         }
+        if mapping.mobile_number.as_deref().is_some_and(|k| k.trim().is_empty()) {
+            return Err(invalid(
+                "mapping.mobile-number",
+                "names no column; name the column holding mobile numbers, or leave the key out".into(),
+            ));
+        }
+        let sms_consent = mapping
+            .consent_to_send_sms
+            .map(|value| self::consent(Some(value)))
+            .transpose()
+            .map_err(|message| invalid("mapping.consent-to-send-sms", message))?;
+        let nulls = match mapping.nulls.as_deref() {
+            None | Some("skip") => Nulls::Skip,
+            Some("clear") => Nulls::Clear,
+            Some(other) => {
+                return Err(invalid(
+                    "mapping.nulls",
+                    format!(
+                        "is `{other}`; write `skip` (a null leaves the list's value) or `clear` (a null blanks it)"
+                    ),
+                ));
+            }
+        };
         if mapping.key.as_deref().is_some_and(|k| k.trim().is_empty()) {
             return Err(invalid(
                 "mapping.key",
@@ -529,6 +576,9 @@ impl Pipeline {
                 consent,
                 custom_fields: mapping.custom_fields.into_iter().collect(),
                 key: mapping.key,
+                mobile_number: mapping.mobile_number,
+                sms_consent,
+                nulls,
             },
             options: Options {
                 batch_size,
@@ -704,7 +754,11 @@ batch-size = 500
         assert_eq!(p.mapping.key.as_deref(), Some("customer_id"));
         assert_eq!(p.mapping.columns().last(), Some(&"customer_id"));
         let blank = GOOD.replace("[options]", "key = \" \"\n[options]");
-        assert!(error(&blank).contains("`mapping.key` names no column"), "{}", error(&blank));
+        assert!(
+            error(&blank).contains("`mapping.key` names no column"),
+            "{}",
+            error(&blank)
+        );
     }
 
     #[test]

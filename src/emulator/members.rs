@@ -164,6 +164,8 @@ mod tests {
             state: MemberState::Active,
             custom_fields: vec![],
             consent_to_track: "Yes",
+            mobile_number: None,
+            consent_to_send_sms: "No",
             date: "d".into(),
             joined: "d".into(),
         }

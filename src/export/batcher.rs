@@ -146,10 +146,13 @@ mod tests {
                 .map(|i| ImportField {
                     key: format!("Field{i}"),
                     value: "v".repeat(value_len),
+                    clear: false,
                 })
                 .collect(),
             consent_to_track: ConsentToTrack::Yes,
             row_key: None,
+            mobile_number: None,
+            consent_to_send_sms: None,
         }
     }
 
@@ -172,6 +175,11 @@ mod tests {
             consent_default: ConsentToTrack::Yes,
             fields: vec![],
             key: None,
+            mobile: None,
+            sms_consent: None,
+            sms_consent_default: None,
+            clear_nulls: false,
+            sources: vec![],
             synced: None,
         };
         let scan = Scan::new(

@@ -264,8 +264,24 @@ fn sample(member: &ImportSubscriber) -> String {
         member.name.as_deref().unwrap_or(""),
         member.consent_to_track.as_str(),
     ));
+    if let Some(mobile) = &member.mobile_number {
+        // Personal data, like the address: the country code and the last two digits.
+        let hidden = mobile.len().saturating_sub(5);
+        line.push_str(&format!(
+            " mobile={}{}{}",
+            &mobile[..3.min(mobile.len())],
+            "*".repeat(hidden),
+            &mobile[mobile.len().saturating_sub(2).max(3)..]
+        ));
+    }
+    if let Some(sms) = member.consent_to_send_sms {
+        line.push_str(&format!(" sms-consent={}", sms.as_str()));
+    }
     for field in &member.custom_fields {
-        line.push_str(&format!(" {}={}", field.key, field.value));
+        match field.clear {
+            false => line.push_str(&format!(" {}={}", field.key, field.value)),
+            true => line.push_str(&format!(" {}=(cleared)", field.key)),
+        }
     }
     line
 }
@@ -285,4 +301,38 @@ pub async fn validate(pipeline: &Pipeline) -> Result<(), ExportError> {
         Ok(())
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign_monitor::{ConsentToTrack, ImportField};
+
+    #[test]
+    fn a_sample_masks_address_and_mobile_and_shows_the_key_and_cleared_fields() {
+        let member = ImportSubscriber {
+            email_address: "jane.doe@example.com".into(),
+            name: Some("Jane".into()),
+            mobile_number: Some("+40712345678".into()),
+            custom_fields: vec![
+                ImportField {
+                    key: "City".into(),
+                    value: "Cluj".into(),
+                    clear: false,
+                },
+                ImportField {
+                    key: "Tier".into(),
+                    value: String::new(),
+                    clear: true,
+                },
+            ],
+            consent_to_track: ConsentToTrack::Yes,
+            consent_to_send_sms: Some(ConsentToTrack::No),
+            row_key: Some("c-42".into()),
+        };
+        assert_eq!(
+            sample(&member),
+            "j***@example.com key=c-42 name=\"Jane\" consent=Yes mobile=+40*******78 sms-consent=No City=Cluj Tier=(cleared)"
+        );
+    }
 }

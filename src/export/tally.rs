@@ -257,6 +257,8 @@ mod tests {
             custom_fields: vec![],
             consent_to_track: ConsentToTrack::Yes,
             row_key: None,
+            mobile_number: None,
+            consent_to_send_sms: None,
         }
     }
 

@@ -10,6 +10,7 @@ use datafusion::arrow::error::ArrowError;
 
 use super::dedupe::Dedupe;
 use super::email::{EmailProblem, normalise};
+use super::mobile::normalise_mobile;
 use super::reject::{Reject, RejectReason};
 use super::values::fingerprint;
 use crate::campaign_monitor::{ConsentToTrack, ImportField, ImportSubscriber};
@@ -29,6 +30,16 @@ pub struct Layout {
     pub fields: Vec<(String, String, usize)>,
     /// The `[mapping] key` column, as text: carried into rejects, never sent.
     pub key: Option<usize>,
+    pub mobile: Option<usize>,
+    /// A column of SMS consent values; `None` means every row gets `sms_consent_default`.
+    pub sms_consent: Option<usize>,
+    /// `None`: SMS consent is not sent.
+    pub sms_consent_default: Option<ConsentToTrack>,
+    /// A null field value clears the list's value instead of leaving it.
+    pub clear_nulls: bool,
+    /// The data's name of each projected column, by index: what a reject names (the
+    /// projection renames them).
+    pub sources: Vec<String>,
     /// The fingerprint the synced state holds for the row's address (UInt64, null when the
     /// export never had it accepted); `None` when the run does not diff.
     pub synced: Option<usize>,
@@ -199,6 +210,16 @@ impl Extractor {
         let fields: Vec<Strings<'_>> = field_arrays.iter().map(strings).collect();
         let key_array = layout.key.map(|i| plain(batch.column(i))).transpose()?;
         let keys = key_array.as_ref().map(strings);
+        let mobile_array = layout.mobile.map(|i| plain(batch.column(i))).transpose()?;
+        let mobiles = mobile_array.as_ref().map(strings);
+        let sms_array = layout.sms_consent.map(|i| plain(batch.column(i))).transpose()?;
+        let sms_consents = sms_array.as_ref().map(strings);
+        let column_name = |i: Option<usize>| {
+            i.map(|i| match layout.sources.get(i) {
+                Some(source) => source.clone(),
+                None => batch.schema().field(i).name().clone(),
+            })
+        };
         let synced = match layout.synced {
             Some(i) => Some(batch.column(i).as_primitive_opt::<UInt64Type>().ok_or_else(|| {
                 ArrowError::SchemaError(format!(
@@ -254,12 +275,42 @@ impl Extractor {
                         None => {
                             counts.invalid_field += 1;
                             let mut rejected = rejected(RejectReason::InvalidField);
-                            rejected.column = layout.consent.map(|i| batch.schema().field(i).name().clone());
+                            rejected.column = column_name(layout.consent);
                             rejected.message = Some(format!("consent value `{text}` is not Yes, No or Unchanged"));
                             reject(rejected);
                             continue;
                         }
                     },
+                },
+            };
+            let consent_to_send_sms = match sms_consents.as_ref().and_then(|values| values.get(row)) {
+                None => layout.sms_consent_default,
+                Some(text) => match consent_value(text) {
+                    Some(c) => Some(c),
+                    None => {
+                        counts.invalid_field += 1;
+                        let mut rejected = rejected(RejectReason::InvalidField);
+                        rejected.column = column_name(layout.sms_consent);
+                        rejected.message = Some(format!("SMS consent value `{text}` is not Yes, No or Unchanged"));
+                        reject(rejected);
+                        continue;
+                    }
+                },
+            };
+            let mobile_number = match mobiles.as_ref().and_then(|values| values.get(row)) {
+                None => None,
+                Some(text) => match normalise_mobile(text) {
+                    Some(number) => Some(number),
+                    None => {
+                        counts.invalid_field += 1;
+                        let mut rejected = rejected(RejectReason::InvalidField);
+                        rejected.column = column_name(layout.mobile);
+                        rejected.message = Some(format!(
+                            "mobile number `{text}` is not in international form: `+`, the country code and the number, 8 to 15 digits (+61412345678)"
+                        ));
+                        reject(rejected);
+                        continue;
+                    }
                 },
             };
             if !self.dedupe.first_time(email) {
@@ -271,11 +322,18 @@ impl Extractor {
                 .fields
                 .iter()
                 .zip(&fields)
-                .filter_map(|((key, _, _), values)| {
-                    values.get(row).map(|value| ImportField {
+                .filter_map(|((key, _, _), values)| match values.get(row) {
+                    Some(value) => Some(ImportField {
                         key: key.clone(),
                         value: value.to_owned(),
-                    })
+                        clear: false,
+                    }),
+                    None if layout.clear_nulls => Some(ImportField {
+                        key: key.clone(),
+                        value: String::new(),
+                        clear: true,
+                    }),
+                    None => None,
                 })
                 .collect();
             let found = ImportSubscriber {
@@ -284,6 +342,8 @@ impl Extractor {
                 custom_fields,
                 consent_to_track: consent,
                 row_key: key.map(str::to_owned),
+                mobile_number,
+                consent_to_send_sms,
             };
             let change = match synced.filter(|s| s.is_valid(row)).map(|s| s.value(row)) {
                 None => Change::New,
@@ -325,6 +385,11 @@ mod tests {
             consent_default: ConsentToTrack::Yes,
             fields: vec![("City".into(), "city".into(), 1)],
             key: None,
+            mobile: None,
+            sms_consent: None,
+            sms_consent_default: None,
+            clear_nulls: false,
+            sources: vec![],
             synced: None,
         }
     }
@@ -410,9 +475,12 @@ mod tests {
                 custom_fields: vec![ImportField {
                     key: "City".into(),
                     value: city.into(),
+                    clear: false,
                 }],
                 consent_to_track: ConsentToTrack::Yes,
                 row_key: None,
+                mobile_number: None,
+                consent_to_send_sms: None,
             })
         };
         let synced = UInt64Array::from(vec![None, Some(same("Cluj")), Some(same("Cluj")), Some(same("Cluj"))]);

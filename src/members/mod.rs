@@ -4,11 +4,13 @@
 mod dedupe;
 mod email;
 mod extract;
+mod mobile;
 mod reject;
 mod values;
 
 pub use dedupe::Dedupe;
 pub use email::{EmailProblem, WHITESPACE, mask, normalise};
 pub use extract::{Change, Extractor, Layout, MAX_FIELD_CHARS, RowCounts, is_string_type};
+pub use mobile::normalise_mobile;
 pub use reject::{Reject, RejectReason};
 pub use values::fingerprint;

@@ -248,11 +248,11 @@ async fn export_query(ctx: &SessionContext, pipeline: &Pipeline) -> Result<(Data
             ident(&mapping.email)
         };
         let mut exprs = vec![email.alias("email")];
-        let mut next = 1;
-        let mut place = |expr: Expr, alias: String, exprs: &mut Vec<Expr>| {
+        let mut sources = vec![mapping.email.clone()];
+        let mut place = |expr: Expr, alias: String, source: &str, exprs: &mut Vec<Expr>| {
             exprs.push(expr.alias(alias));
-            next += 1;
-            next - 1
+            sources.push(source.to_owned());
+            sources.len() - 1
         };
         let name_index = match &mapping.name {
             Some(column) => {
@@ -260,6 +260,7 @@ async fn export_query(ctx: &SessionContext, pipeline: &Pipeline) -> Result<(Data
                 Some(place(
                     cast(as_text(column, t), DataType::Utf8View),
                     "name".into(),
+                    column,
                     &mut exprs,
                 ))
             }
@@ -271,6 +272,7 @@ async fn export_query(ctx: &SessionContext, pipeline: &Pipeline) -> Result<(Data
                 Some(place(
                     cast(as_text(column, t), DataType::Utf8View),
                     "consent".into(),
+                    column,
                     &mut exprs,
                 ))
             }
@@ -282,6 +284,7 @@ async fn export_query(ctx: &SessionContext, pipeline: &Pipeline) -> Result<(Data
             let index = place(
                 cast(as_text(column, t), DataType::Utf8View),
                 format!("field_{i}"),
+                column,
                 &mut exprs,
             );
             fields.push((key.clone(), column.clone(), index));
@@ -292,10 +295,35 @@ async fn export_query(ctx: &SessionContext, pipeline: &Pipeline) -> Result<(Data
                 Some(place(
                     cast(as_text(column, t), DataType::Utf8View),
                     "row_key".into(),
+                    column,
                     &mut exprs,
                 ))
             }
             None => None,
+        };
+        let mobile_index = match &mapping.mobile_number {
+            Some(column) => {
+                let t = find(&schema, name, column, "mapping.mobile-number")?;
+                Some(place(
+                    cast(as_text(column, t), DataType::Utf8View),
+                    "mobile".into(),
+                    column,
+                    &mut exprs,
+                ))
+            }
+            None => None,
+        };
+        let sms_index = match &mapping.sms_consent {
+            Some(Consent::Column(column)) => {
+                let t = find(&schema, name, column, "mapping.consent-to-send-sms")?;
+                Some(place(
+                    cast(as_text(column, t), DataType::Utf8View),
+                    "sms_consent".into(),
+                    column,
+                    &mut exprs,
+                ))
+            }
+            _ => None,
         };
         let plan_err = |source| SegmentError::Plan {
             segments: chosen.join(", "),
@@ -316,6 +344,15 @@ async fn export_query(ctx: &SessionContext, pipeline: &Pipeline) -> Result<(Data
             },
             fields,
             key: key_index,
+            mobile: mobile_index,
+            sms_consent: sms_index,
+            sms_consent_default: match mapping.sms_consent {
+                None => None,
+                Some(Consent::Constant(c)) => Some(c),
+                Some(Consent::Column(_)) => Some(crate::campaign_monitor::ConsentToTrack::Unchanged),
+            },
+            clear_nulls: mapping.nulls == crate::config::Nulls::Clear,
+            sources: sources.clone(),
             synced: None,
         });
     }

@@ -18,7 +18,7 @@ use datafusion::prelude::{DataFrame, col};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Consent, Mapping};
+use crate::config::{Consent, Mapping, Nulls};
 use crate::state::create_private;
 
 pub const KEY: &str = "key";
@@ -177,6 +177,18 @@ pub fn mapping_digest(mapping: &Mapping) -> String {
     for (key, column) in &mapping.custom_fields {
         text.push_str(&format!("field {key}={column}\n"));
     }
+    // Written only when used, so that the digests of mappings without them stay as they were.
+    if let Some(column) = &mapping.mobile_number {
+        text.push_str(&format!("mobile={column}\n"));
+    }
+    match &mapping.sms_consent {
+        None => {}
+        Some(Consent::Constant(c)) => text.push_str(&format!("sms-consent={}\n", c.as_str())),
+        Some(Consent::Column(column)) => text.push_str(&format!("sms-consent-column={column}\n")),
+    }
+    if mapping.nulls == Nulls::Clear {
+        text.push_str("nulls=clear\n");
+    }
     let digest = Sha256::digest(text.as_bytes());
     digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
 }
@@ -223,6 +235,9 @@ mod tests {
             consent: Consent::Constant(ConsentToTrack::Yes),
             custom_fields: vec![("City".into(), "city".into())],
             key: None,
+            mobile_number: None,
+            sms_consent: None,
+            nulls: Nulls::Skip,
         };
         let digest = mapping_digest(&mapping);
         assert_eq!(digest, mapping_digest(&mapping.clone()));
@@ -247,6 +262,18 @@ mod tests {
             },
             Mapping {
                 email: "work_email".into(),
+                ..mapping.clone()
+            },
+            Mapping {
+                mobile_number: Some("phone".into()),
+                ..mapping.clone()
+            },
+            Mapping {
+                sms_consent: Some(Consent::Constant(ConsentToTrack::Unchanged)),
+                ..mapping.clone()
+            },
+            Mapping {
+                nulls: Nulls::Clear,
                 ..mapping.clone()
             },
         ];

@@ -20,6 +20,8 @@ fn sub(email: &str) -> ImportSubscriber {
         custom_fields: vec![],
         consent_to_track: ConsentToTrack::Yes,
         row_key: None,
+        mobile_number: None,
+        consent_to_send_sms: None,
     }
 }
 
@@ -83,6 +85,7 @@ async fn import_counts_new_existing_duplicates_and_failures() {
     first.custom_fields.push(ImportField {
         key: "City".into(),
         value: "Cluj".into(),
+        clear: false,
     });
     let batch = ImportBatch::new(vec![first, sub("b@example.com")]).unwrap();
     let answer = c.import(LIST, &batch, false).await.unwrap();

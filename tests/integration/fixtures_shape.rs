@@ -54,9 +54,12 @@ fn member(email: &str) -> ImportSubscriber {
         custom_fields: vec![cm_export::campaign_monitor::ImportField {
             key: "website".into(),
             value: "https://example.com".into(),
+            clear: false,
         }],
         consent_to_track: ConsentToTrack::Yes,
         row_key: None,
+        mobile_number: None,
+        consent_to_send_sms: None,
     }
 }
 

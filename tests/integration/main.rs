@@ -14,6 +14,7 @@ mod faults;
 mod fixtures_shape;
 mod foundation;
 mod keys;
+mod mapping;
 mod official_client;
 mod outputs;
 mod resume;

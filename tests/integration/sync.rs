@@ -128,6 +128,8 @@ async fn setup_with(mode: &str, faults: impl FnOnce(&mut cm_export::emulator::Em
         custom_fields: vec![],
         consent_to_track: ConsentToTrack::Yes,
         row_key: None,
+        mobile_number: None,
+        consent_to_send_sms: None,
     };
     let batch = ImportBatch::new(vec![pre]).unwrap();
     // Through the faults an emulator may inject, until it lands.

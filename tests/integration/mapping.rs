@@ -1,0 +1,177 @@
+//! What the mapping sends beyond address and name: mobile numbers (international form,
+//! punctuation dropped, anything else a reject naming the column), SMS consent (a constant
+//! or a column), and what a null does to a field on the list (`nulls = "skip"` leaves it,
+//! `"clear"` blanks it). Checked on the emulator's list, member by member.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use cm_export::config::{Connections, Pipeline};
+use cm_export::emulator::{Emulator, Member};
+use cm_export::export::{self, ProgressMode, RunOptions};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::support::{KEY, LIST, emulator};
+
+const PIPELINE: &str = r#"
+[source]
+path = "profiles"
+[[segment]]
+name = "all"
+sql = "SELECT * FROM profiles"
+[destination]
+connection = "cm"
+list-id = "a58ee1d3039b8bec838e6d1482a8a965"
+[mapping]
+email = "email"
+consent-to-track = "Yes"
+custom-fields = { City = "city" }
+mobile-number = "phone"
+consent-to-send-sms = { column = "sms_ok" }
+"#;
+
+type Row<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+
+fn profiles(dir: &Path, rows: &[Row]) {
+    let batch = RecordBatch::try_from_iter([
+        (
+            "email",
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef,
+        ),
+        ("phone", Arc::new(StringArray::from_iter(rows.iter().map(|r| r.1)))),
+        ("sms_ok", Arc::new(StringArray::from_iter(rows.iter().map(|r| r.2)))),
+        ("city", Arc::new(StringArray::from_iter(rows.iter().map(|r| r.3)))),
+    ])
+    .unwrap();
+    let _ = std::fs::remove_dir_all(dir.join("profiles"));
+    std::fs::create_dir(dir.join("profiles")).unwrap();
+    let file = std::fs::File::create(dir.join("profiles/part-0.parquet")).unwrap();
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+async fn run(emulator: &Emulator, dir: &Path, pipeline: &str) -> cm_export::state::Report {
+    std::fs::write(dir.join("key.txt"), KEY).unwrap();
+    std::fs::write(
+        dir.join("connections.toml"),
+        format!(
+            "[cm]\ndisplay-name = \"T\"\ndata-privacy-consent = true\napi-key-file = \"key.txt\"\nexport-user = \"t\"\nbase-url = \"{}\"\n",
+            emulator.base_url()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("mapping.toml"), pipeline).unwrap();
+    let pipeline = Pipeline::load(&dir.join("mapping.toml")).unwrap();
+    let connection = Connections::load(&dir.join("connections.toml"))
+        .unwrap()
+        .get("cm")
+        .unwrap()
+        .clone();
+    let options = RunOptions {
+        state_dir: Some(dir.join("state")),
+        progress: ProgressMode::Never,
+        ..RunOptions::default()
+    };
+    export::run(&pipeline, &connection, None, &options, std::future::pending())
+        .await
+        .unwrap()
+}
+
+/// `(mobile, SMS consent, fields)` of a member of the list.
+fn on_list(emulator: &Emulator, email: &str) -> (Option<String>, &'static str, Vec<(String, String)>) {
+    emulator
+        .with_list(LIST, |l| {
+            let m: &Member = l.member(email).unwrap();
+            (
+                m.mobile_number.as_deref().map(str::to_owned),
+                m.consent_to_send_sms,
+                m.custom_fields.clone(),
+            )
+        })
+        .unwrap()
+}
+
+/// `(email, column, message)` of every rejects row, by address.
+fn rejects(path: &Path) -> Vec<(String, String, String)> {
+    let mut rows = Vec::new();
+    for batch in ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap()
+    {
+        let batch = batch.unwrap();
+        let text = |name: &str| batch.column_by_name(name).unwrap().as_string::<i32>().clone();
+        let (email, column, message) = (text("email"), text("column"), text("message"));
+        for i in 0..batch.num_rows() {
+            assert!(column.is_valid(i));
+            rows.push((
+                email.value(i).to_owned(),
+                column.value(i).to_owned(),
+                message.value(i).to_owned(),
+            ));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mobile_numbers_sms_consent_and_nulls_reach_the_list_as_mapped() {
+    let emulator = emulator().await;
+    emulator.with_list_mut(LIST, |l| {
+        l.add_custom_field("City", "Text", vec![], true).unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    profiles(
+        dir.path(),
+        &[
+            ("ada@example.com", Some("+40 712-345.678"), Some("yes"), Some("Cluj")),
+            ("bob@example.com", None, None, Some("Iasi")),
+            ("cy@example.com", Some("0712345678"), Some("Yes"), Some("Arad")),
+            ("di@example.com", Some("+40712345679"), Some("maybe"), Some("Sibiu")),
+        ],
+    );
+    let report = run(&emulator, dir.path(), PIPELINE).await;
+    assert_eq!(report.members_sent, 2, "{report:?}");
+    assert_eq!(
+        on_list(&emulator, "ada@example.com"),
+        (Some("+40712345678".into()), "Yes", vec![("City".into(), "Cluj".into())])
+    );
+    // No number and no consent: nothing of either is sent; a new member's consent is No.
+    assert_eq!(
+        on_list(&emulator, "bob@example.com"),
+        (None, "No", vec![("City".into(), "Iasi".into())])
+    );
+    assert_eq!(
+        rejects(report.rejects_file.as_ref().unwrap()),
+        [
+            (
+                "cy@example.com".to_owned(),
+                "phone".to_owned(),
+                "mobile number `0712345678` is not in international form: `+`, the country code and the number, 8 to 15 digits (+61412345678)".to_owned()
+            ),
+            (
+                "di@example.com".to_owned(),
+                "sms_ok".to_owned(),
+                "SMS consent value `maybe` is not Yes, No or Unchanged".to_owned()
+            ),
+        ]
+    );
+
+    // A null city: skipped by default (the list keeps Cluj), cleared with `nulls = "clear"`.
+    profiles(dir.path(), &[("ada@example.com", None, Some("No"), None)]);
+    run(&emulator, dir.path(), PIPELINE).await;
+    assert_eq!(
+        on_list(&emulator, "ada@example.com"),
+        (Some("+40712345678".into()), "No", vec![("City".into(), "Cluj".into())])
+    );
+    let clearing = PIPELINE.replace("[mapping]", "[mapping]\nnulls = \"clear\"");
+    run(&emulator, dir.path(), &clearing).await;
+    assert_eq!(
+        on_list(&emulator, "ada@example.com"),
+        (Some("+40712345678".into()), "No", vec![])
+    );
+}

@@ -322,6 +322,19 @@ impl Client {
         .await
     }
 
+    /// Adds `options` to a multi-select field, keeping those it has. `key` as the list has
+    /// it, with or without brackets.
+    pub async fn add_field_options(&self, list_id: &str, key: &str, options: &[String]) -> Result<(), ApiError> {
+        let body = serde_json::json!({ "Options": options, "KeepExistingOptions": true });
+        let key = format!("[{}]", key.trim_start_matches('[').trim_end_matches(']'));
+        self.call(
+            Method::PUT,
+            &format!("lists/{}/customfields/{}/options.json", encode(list_id), encode(&key)),
+            Some(Bytes::from(body.to_string())),
+        )
+        .await
+    }
+
     /// One page of members in a state: `active`, `unsubscribed`, `deleted`, `bounced`, `unconfirmed`.
     /// `page_size` is clamped to the API's 10..=1000.
     pub async fn members(

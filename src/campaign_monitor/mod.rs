@@ -16,4 +16,4 @@ pub use import::{
     BatchSizeError, ConsentToTrack, ImportBatch, ImportField, ImportSubscriber, MAX_IMPORT_BATCH, MAX_REQUEST_BYTES,
     MAX_SUBSCRIBER_BYTES,
 };
-pub use types::MemberState;
+pub use types::{FieldType, MemberState};

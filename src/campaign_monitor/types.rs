@@ -71,6 +71,51 @@ pub struct CustomField {
     pub visible_in_preference_center: bool,
 }
 
+/// A custom field's data type, as the API names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FieldType {
+    Text,
+    Number,
+    Date,
+    MultiSelectOne,
+    MultiSelectMany,
+    Country,
+    USState,
+}
+
+impl FieldType {
+    pub const ALL: [FieldType; 7] = [
+        Self::Text,
+        Self::Number,
+        Self::Date,
+        Self::MultiSelectOne,
+        Self::MultiSelectMany,
+        Self::Country,
+        Self::USState,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "Text",
+            Self::Number => "Number",
+            Self::Date => "Date",
+            Self::MultiSelectOne => "MultiSelectOne",
+            Self::MultiSelectMany => "MultiSelectMany",
+            Self::Country => "Country",
+            Self::USState => "USState",
+        }
+    }
+
+    /// The API's spelling, exactly.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == text)
+    }
+
+    pub fn is_multi_select(self) -> bool {
+        matches!(self, Self::MultiSelectOne | Self::MultiSelectMany)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct NewCustomField {

@@ -108,9 +108,10 @@ async fn sandbox(pipeline: &Pipeline, connection: &mut Connection) -> anyhow::Re
         .await
         .context("cannot start the sandbox emulator")?;
     emulator.with_list_mut(&list_id, |list| {
-        for (key, _) in &pipeline.mapping.custom_fields {
-            // The sandbox list gets the fields the mapping needs, keyed as written.
-            let _ = list.add_custom_field(key, "Text", vec![], true);
+        for field in &pipeline.mapping.custom_fields {
+            // The sandbox list gets the fields the mapping needs, keyed as written, with
+            // their types and options.
+            let _ = list.add_custom_field(&field.key, field.created_as().as_str(), field.options.clone(), true);
         }
     });
     connection.base_url = BaseUrl::parse(&emulator.base_url())?;

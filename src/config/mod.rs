@@ -15,7 +15,7 @@ pub use engine::Engine;
 pub use engine::Scheduler;
 pub use error::ConfigError;
 pub use pipeline::{
-    Consent, Destination, Mapping, MaxRemovals, Mode, Nulls, Options, Pipeline, Removal, Segment, Source,
+    Consent, Destination, FieldMapping, Mapping, MaxRemovals, Mode, Nulls, Options, Pipeline, Removal, Segment, Source,
 };
 pub use schedule::Schedule;
 pub use storage::{Cloud, Storage};

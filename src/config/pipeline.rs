@@ -12,7 +12,7 @@ use super::error::ConfigError;
 use super::schedule::{Schedule, ScheduleWire};
 use super::storage::{Cloud, Storage, StorageWire};
 use super::webhook_url::WebhookUrl;
-use crate::campaign_monitor::{ConsentToTrack, MAX_IMPORT_BATCH};
+use crate::campaign_monitor::{ConsentToTrack, FieldType, MAX_IMPORT_BATCH};
 
 /// The whole file, as written.
 #[derive(Debug, Deserialize)]
@@ -85,9 +85,10 @@ struct MappingWire {
     /// checked by hand: serde's untagged enums answer a typo with "did not match any variant"
     /// and drop unknown keys inside the table.
     consent_to_track: Option<toml::Value>,
-    /// Campaign Monitor custom field key -> column.
+    /// Campaign Monitor custom field name or key -> a column (a Text field), or
+    /// `{ column, type, options }`. Read as plain values and checked by hand, as consent is.
     #[serde(default)]
-    custom_fields: BTreeMap<String, String>,
+    custom_fields: BTreeMap<String, toml::Value>,
     /// A column that finds the row again (a customer id): carried into every rejects row
     /// and into `plan`'s samples; never sent.
     key: Option<String>,
@@ -112,6 +113,9 @@ struct OptionsWire {
     max_profiles: Option<i64>,
     /// Re-add people who unsubscribed or were deleted. Default false.
     resubscribe: Option<bool>,
+    /// Create mapped custom fields the list lacks (and options a multi-select field
+    /// lacks) before sending. Default false: the run stops and names them.
+    create_missing_fields: Option<bool>,
     /// Mirror only: at most this many removals per run, `N` or `"P%"`. Default `"10%"`.
     max_removals: Option<toml::Value>,
 }
@@ -239,14 +243,45 @@ pub struct Mapping {
     pub email: String,
     pub name: Option<String>,
     pub consent: Consent,
-    /// `(Campaign Monitor key, column)`, ordered by key.
-    pub custom_fields: Vec<(String, String)>,
+    /// Ordered by key.
+    pub custom_fields: Vec<FieldMapping>,
     /// The column that finds a rejected row again; never sent.
     pub key: Option<String>,
     pub mobile_number: Option<String>,
     /// `None`: the subscriber's SMS consent is not sent.
     pub sms_consent: Option<Consent>,
     pub nulls: Nulls,
+}
+
+/// A custom field and the column that fills it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldMapping {
+    /// The field's name or key on the list, as the mapping writes it.
+    pub key: String,
+    pub column: String,
+    /// `None` for a plain `Key = "column"`: the field keeps whatever type the list gave it
+    /// (its values go as text, as they always did), and is created as Text.
+    pub field_type: Option<FieldType>,
+    /// For multi-select fields: the options the list must have (`create-missing-fields`
+    /// adds those it lacks).
+    pub options: Vec<String>,
+}
+
+impl FieldMapping {
+    /// What a plain `Key = "column"` maps: no type stated.
+    pub fn plain(key: &str, column: &str) -> Self {
+        Self {
+            key: key.to_owned(),
+            column: column.to_owned(),
+            field_type: None,
+            options: Vec::new(),
+        }
+    }
+
+    /// The type the field is created with when the list lacks it.
+    pub fn created_as(&self) -> FieldType {
+        self.field_type.unwrap_or(FieldType::Text)
+    }
 }
 
 /// What a null custom field value does to the list.
@@ -271,7 +306,7 @@ impl Mapping {
         if let Some(Consent::Column(c)) = &self.sms_consent {
             columns.push(c);
         }
-        columns.extend(self.custom_fields.iter().map(|(_, c)| c.as_str()));
+        columns.extend(self.custom_fields.iter().map(|f| f.column.as_str()));
         columns.extend(self.key.as_deref());
         let mut seen = HashSet::new();
         columns.retain(|c| seen.insert(*c));
@@ -288,6 +323,7 @@ pub struct Options {
     pub max_concurrency: NonZeroUsize,
     pub max_profiles: u64,
     pub resubscribe: bool,
+    pub create_missing_fields: bool,
     pub max_removals: MaxRemovals,
 }
 
@@ -439,19 +475,16 @@ impl Pipeline {
         }
         let consent =
             consent(mapping.consent_to_track).map_err(|message| invalid("mapping.consent-to-track", message))?;
-        for (key, column) in &mapping.custom_fields {
+        let mut custom_fields = Vec::with_capacity(mapping.custom_fields.len());
+        for (key, value) in mapping.custom_fields {
             if key.trim().is_empty() || key.starts_with('[') {
                 return Err(invalid(
                     "mapping.custom-fields",
                     format!("key `{key}`: write the field's key without brackets"),
                 ));
             }
-            if column.trim().is_empty() {
-                return Err(invalid(
-                    &format!("mapping.custom-fields.{key}"),
-                    "names no column".into(),
-                ));
-            }
+            let at = format!("mapping.custom-fields.{key}");
+            custom_fields.push(field_mapping(&key, value).map_err(|message| invalid(&at, message))?);
         }
         if mapping.mobile_number.as_deref().is_some_and(|k| k.trim().is_empty()) {
             return Err(invalid(
@@ -574,7 +607,7 @@ impl Pipeline {
                 email: mapping.email,
                 name: mapping.name,
                 consent,
-                custom_fields: mapping.custom_fields.into_iter().collect(),
+                custom_fields,
                 key: mapping.key,
                 mobile_number: mapping.mobile_number,
                 sms_consent,
@@ -586,6 +619,7 @@ impl Pipeline {
                 max_concurrency,
                 max_profiles,
                 resubscribe: options.resubscribe.unwrap_or(false),
+                create_missing_fields: options.create_missing_fields.unwrap_or(false),
                 max_removals,
             },
             engine,
@@ -620,6 +654,68 @@ fn consent(value: Option<toml::Value>) -> Result<Consent, String> {
         }
         Some(other) => Err(format!("is a {}; {FORMS}", other.type_str())),
     }
+}
+
+/// One `custom-fields` entry: `"column"` (Text) or `{ column, type, options }`.
+fn field_mapping(key: &str, value: toml::Value) -> Result<FieldMapping, String> {
+    const FORMS: &str = "write `\"column\"` or `{ column = \"c\", type = \"Number\" }`";
+    let names = || FieldType::ALL.map(FieldType::as_str).join(", ");
+    let column = |value: Option<&toml::Value>| match value {
+        Some(toml::Value::String(column)) if !column.trim().is_empty() => Ok(column.clone()),
+        Some(_) => Err(format!("`column` must name a column; {FORMS}")),
+        None => Err(format!("names no column; {FORMS}")),
+    };
+    let table = match value {
+        toml::Value::String(text) => return Ok(FieldMapping::plain(key, &column(Some(&toml::Value::String(text)))?)),
+        toml::Value::Table(table) => table,
+        other => return Err(format!("is a {}; {FORMS}", other.type_str())),
+    };
+    if let Some(unknown) = table
+        .keys()
+        .find(|k| !["column", "type", "options"].contains(&k.as_str()))
+    {
+        return Err(format!(
+            "has an unknown key `{unknown}`; the keys are `column`, `type` and `options`"
+        ));
+    }
+    let field_type = match table.get("type") {
+        None => None,
+        Some(toml::Value::String(name)) => Some(
+            FieldType::parse(name)
+                .ok_or_else(|| format!("`type` is `{name}`, not a Campaign Monitor field type ({})", names()))?,
+        ),
+        Some(other) => return Err(format!("`type` is a {}; write one of {}", other.type_str(), names())),
+    };
+    let options = match table.get("options") {
+        None => Vec::new(),
+        Some(_) if !field_type.is_some_and(FieldType::is_multi_select) => {
+            return Err(format!(
+                "has `options`, which only MultiSelectOne and MultiSelectMany fields take (this one is {})",
+                field_type.map_or("not typed", FieldType::as_str)
+            ));
+        }
+        Some(toml::Value::Array(items)) => {
+            let mut options = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    toml::Value::String(option) if !option.trim().is_empty() => {
+                        if !options.contains(option) {
+                            options.push(option.clone());
+                        }
+                    }
+                    _ => return Err("`options` must be a list of non-empty strings".into()),
+                }
+            }
+            options
+        }
+        Some(_) => return Err("`options` must be a list of non-empty strings".into()),
+    };
+    Ok(FieldMapping {
+        key: key.to_owned(),
+        column: column(table.get("column"))?,
+        field_type,
+        options,
+    })
 }
 
 /// `destination.mode` and `destination.removal`; `Err((key, message))`.
@@ -737,7 +833,7 @@ batch-size = 500
         assert_eq!(p.source.table, "profiles");
         assert_eq!(p.destination.segments, vec!["vip-ro"]);
         assert_eq!(p.mapping.consent, Consent::Constant(ConsentToTrack::Yes));
-        assert_eq!(p.mapping.custom_fields[0], ("City".to_owned(), "city".to_owned()));
+        assert_eq!(p.mapping.custom_fields[0], FieldMapping::plain("City", "city"));
         assert_eq!(p.mapping.columns(), vec!["email", "full_name", "city", "loyalty_tier"]);
         assert_eq!(p.mapping.key, None);
         assert_eq!(p.options.batch_size.get(), 500);
@@ -759,6 +855,49 @@ batch-size = 500
             "{}",
             error(&blank)
         );
+    }
+
+    #[test]
+    fn typed_custom_fields_and_their_mistakes() {
+        let typed = GOOD
+            .replace(
+                "custom-fields = { City = \"city\", Tier = \"loyalty_tier\" }",
+                "custom-fields = { City = \"city\", Age = { column = \"age\", type = \"Number\" }, \
+             Tier = { column = \"loyalty_tier\", type = \"MultiSelectOne\", options = [\"bronze\", \"gold\"] } }\n\
+             [options]\ncreate-missing-fields = true",
+            )
+            .replace("[options]\nbatch-size", "batch-size");
+        let p = parse(&typed).unwrap();
+        assert!(p.options.create_missing_fields);
+        let fields = &p.mapping.custom_fields;
+        assert_eq!(fields[0].field_type, Some(FieldType::Number));
+        assert_eq!((fields[0].key.as_str(), fields[0].column.as_str()), ("Age", "age"));
+        assert_eq!(fields[1], FieldMapping::plain("City", "city"));
+        assert_eq!(fields[2].field_type, Some(FieldType::MultiSelectOne));
+        assert_eq!(fields[2].options, ["bronze", "gold"]);
+
+        let with = |entry: &str| {
+            error(&GOOD.replace(
+                "custom-fields = { City = \"city\", Tier = \"loyalty_tier\" }",
+                &format!("custom-fields = {{ Age = {entry} }}"),
+            ))
+        };
+        assert!(
+            with("{ column = \"age\", type = \"Integer\" }")
+                .contains("`mapping.custom-fields.Age` `type` is `Integer`, not a Campaign Monitor field type (Text, Number, Date, MultiSelectOne, MultiSelectMany, Country, USState)"),
+            "{}",
+            with("{ column = \"age\", type = \"Integer\" }")
+        );
+        assert!(
+            with("{ column = \"age\", type = \"Number\", options = [\"1\"] }")
+                .contains("only MultiSelectOne and MultiSelectMany")
+        );
+        assert!(with("{ type = \"Number\" }").contains("names no column"));
+        assert!(with("{ column = \"age\", kind = \"Number\" }").contains("unknown key `kind`"));
+        assert!(
+            with("{ column = \"t\", type = \"MultiSelectOne\", options = [1] }").contains("list of non-empty strings")
+        );
+        assert!(with("3").contains("is a integer"));
     }
 
     #[test]

@@ -202,6 +202,34 @@ fn route(
             };
             (name("lists/{listid}/customfields.json"), answer)
         }
+        ["lists", id, "customfields", key, "options.json"] if method == Method::PUT => {
+            #[derive(serde::Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct NewOptions {
+                options: Vec<String>,
+                keep_existing_options: bool,
+            }
+            let mut state = shared.lock();
+            let answer = match (state.lists.get_mut(*id), serde_json::from_slice::<NewOptions>(body)) {
+                (None, _) => invalid_list(),
+                (_, Err(_)) => unreadable_body(),
+                (Some(list), Ok(new)) => {
+                    // The key comes percent-encoded (`%5Btier%5D`).
+                    let key = url::form_urlencoded::parse(format!("k={key}").as_bytes())
+                        .next()
+                        .map(|(_, key)| key.into_owned())
+                        .unwrap_or_default();
+                    match list.set_field_options(&key, new.options, new.keep_existing_options) {
+                        Ok(()) => Answer {
+                            status: StatusCode::OK,
+                            body: Vec::new(),
+                        },
+                        Err(e) => bad_request(e),
+                    }
+                }
+            };
+            (name("lists/{listid}/customfields/{key}/options.json"), answer)
+        }
         ["lists", id, file] if method == Method::GET => {
             let Some(member_state) = strip(file).as_deref().and_then(MemberState::from_path) else {
                 return (name("unknown"), not_found());

@@ -264,6 +264,31 @@ impl List {
         Ok(key)
     }
 
+    /// `PUT .../customfields/{key}/options.json`: a multi-select field's options, replaced
+    /// or added to (keeping the order, no duplicates).
+    pub fn set_field_options(&mut self, key: &str, options: Vec<String>, keep: bool) -> Result<(), ApiErrorBody> {
+        let bare = key.trim().trim_start_matches('[').trim_end_matches(']');
+        let Some(field) = self
+            .custom_fields
+            .iter_mut()
+            .find(|f| f.key[1..f.key.len() - 1].eq_ignore_ascii_case(bare))
+        else {
+            return Err(api_error(253, "Invalid Custom Field Key"));
+        };
+        if !matches!(field.data_type.as_str(), "MultiSelectOne" | "MultiSelectMany") {
+            return Err(api_error(254, "Custom field is not a multi-option field"));
+        }
+        if !keep {
+            field.field_options.clear();
+        }
+        for option in options {
+            if !field.field_options.contains(&option) {
+                field.field_options.push(option);
+            }
+        }
+        Ok(())
+    }
+
     fn known_field(&self, key: &str) -> Option<&str> {
         let bare = key.trim().trim_start_matches('[').trim_end_matches(']');
         self.custom_fields

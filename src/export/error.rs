@@ -22,12 +22,38 @@ pub enum ExportError {
         source: ApiError,
     },
     #[error(
-        "list `{list_id}` has no custom field with key `{key}` (it has: {available}); create it in Campaign Monitor or fix `mapping.custom-fields`"
+        "list `{list_id}` has no custom field with key `{key}` (it has: {available}); create it in Campaign Monitor, fix `mapping.custom-fields`, or set `options.create-missing-fields = true`"
     )]
     UnknownCustomField {
         list_id: String,
         key: String,
         available: String,
+    },
+    #[error(
+        "list `{list_id}` has custom field `{field}` as {on_list}, but `mapping.custom-fields.{key}` maps it as {mapped}; nothing was sent. Change the mapping's `type`, or the field in Campaign Monitor (a field's type cannot change: delete it and create it again)"
+    )]
+    FieldTypeClash {
+        list_id: String,
+        key: String,
+        field: String,
+        on_list: String,
+        mapped: &'static str,
+    },
+    #[error(
+        "list `{list_id}`'s custom field `{field}` lacks the option(s) {missing} that `mapping.custom-fields.{key}` names; nothing was sent. Add them in Campaign Monitor, or set `options.create-missing-fields = true`"
+    )]
+    MissingFieldOptions {
+        list_id: String,
+        key: String,
+        field: String,
+        missing: String,
+    },
+    #[error("cannot prepare custom field `{field}` on list `{list_id}`")]
+    FieldNotPrepared {
+        list_id: String,
+        field: String,
+        #[source]
+        source: ApiError,
     },
     #[error(
         "the export would send {members} distinct members, over `options.max-profiles` = {max}; nothing was sent. Narrow the segment or raise the cap"

@@ -7,9 +7,9 @@ use datafusion::functions_aggregate::expr_fn::{count, count_distinct};
 use datafusion::prelude::{ident, lit, lower, trim};
 
 use super::error::ExportError;
-use crate::campaign_monitor::types::CustomField;
+use crate::campaign_monitor::types::{CustomField, NewCustomField};
 use crate::campaign_monitor::{Client, ClientOptions, Credentials, retry_call};
-use crate::config::{Connection, Pipeline};
+use crate::config::{Connection, FieldMapping, Pipeline};
 use crate::engine::{self, OnEngine};
 use crate::retry::Backoff;
 use crate::segment::{self, Prepared, fallible_columns};
@@ -29,15 +29,28 @@ pub async fn check(
     backoff: &Backoff,
 ) -> Result<Ready, ExportError> {
     let query = OnEngine::new(prepare(pipeline).await?);
-    let (client, keys) = connect(pipeline, connection, credentials, options, backoff).await?;
+    let (client, fields) = connect(pipeline, connection, credentials, options, backoff).await?;
     let max_profiles = pipeline.options.max_profiles;
     let query = engine::run(async move {
-        let mut query = query.into_inner();
-        query.layout.set_keys(keys);
+        let query = query.into_inner();
         let rows = check_cap(&query, max_profiles).await?;
         Ok::<_, ExportError>((OnEngine::new(query), rows))
     });
     let (query, rows_expected) = query.await?;
+    let keys = fields
+        .make(
+            &client,
+            backoff,
+            &pipeline.destination.list_id,
+            &pipeline.mapping.custom_fields,
+        )
+        .await?;
+    let query = engine::run(async move {
+        let mut query = query.into_inner();
+        query.layout.set_keys(keys);
+        Ok::<_, ExportError>(OnEngine::new(query))
+    })
+    .await?;
     Ok(Ready {
         query,
         client,
@@ -51,15 +64,15 @@ pub async fn prepare(pipeline: &Pipeline) -> Result<Prepared, ExportError> {
     Ok(engine::run(async move { segment::prepare(&pipeline).await }).await?)
 }
 
-/// The client, with the credential check and list check done; and the list's key for each
-/// mapped custom field, in the mapping's order.
+/// The client, with the credential check and list check done; and what the list has and
+/// lacks of the mapped custom fields, checked: a field of another type stops the run here.
 pub async fn connect(
     pipeline: &Pipeline,
     connection: &Connection,
     credentials: &Credentials,
     options: ClientOptions,
     backoff: &Backoff,
-) -> Result<(Client, Vec<String>), ExportError> {
+) -> Result<(Client, ListFields), ExportError> {
     let client = Client::new(connection.base_url.clone(), credentials, options).map_err(ExportError::Client)?;
     retry_call(backoff, || client.system_date())
         .await
@@ -77,18 +90,149 @@ pub async fn connect(
         .await
         .map_err(list_error)?;
     if pipeline.mapping.custom_fields.is_empty() {
-        return Ok((client, Vec::new()));
+        return Ok((client, ListFields::default()));
     }
     let fields = retry_call(backoff, || client.custom_fields(list_id))
         .await
         .map_err(list_error)?;
-    let keys = pipeline
-        .mapping
-        .custom_fields
-        .iter()
-        .map(|(key, _)| resolve_key(list_id, key, &fields))
-        .collect::<Result<_, _>>()?;
-    Ok((client, keys))
+    let found = ListFields::compare(list_id, &pipeline.mapping.custom_fields, &fields)?;
+    if !pipeline.options.create_missing_fields {
+        found.refuse_missing(list_id, &pipeline.mapping.custom_fields, &fields)?;
+    }
+    Ok((client, found))
+}
+
+/// The mapped fields against the list's: the list's key of each found, and what it lacks.
+#[derive(Debug, Default)]
+pub struct ListFields {
+    /// The list's own key (bare), in the mapping's order; `None` for a field it lacks.
+    keys: Vec<Option<String>>,
+    /// Per mapped field, the options the mapping names that the list's field lacks.
+    missing_options: Vec<Vec<String>>,
+}
+
+impl ListFields {
+    fn compare(list_id: &str, mapped: &[FieldMapping], fields: &[CustomField]) -> Result<Self, ExportError> {
+        let mut found = Self::default();
+        for field in mapped {
+            let wanted = comparable(&field.key);
+            let on_list = fields
+                .iter()
+                .find(|f| comparable(&f.key) == wanted || comparable(&f.field_name) == wanted);
+            let Some(on_list) = on_list else {
+                found.keys.push(None);
+                found.missing_options.push(Vec::new());
+                continue;
+            };
+            if let Some(mapped) = field.field_type
+                && on_list.data_type != mapped.as_str()
+            {
+                return Err(ExportError::FieldTypeClash {
+                    list_id: list_id.to_owned(),
+                    key: field.key.clone(),
+                    field: on_list.field_name.clone(),
+                    on_list: on_list.data_type.clone(),
+                    mapped: mapped.as_str(),
+                });
+            }
+            found.keys.push(Some(
+                on_list.key.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            ));
+            found.missing_options.push(
+                field
+                    .options
+                    .iter()
+                    .filter(|o| !on_list.field_options.contains(o))
+                    .cloned()
+                    .collect(),
+            );
+        }
+        Ok(found)
+    }
+
+    /// Without `create-missing-fields`: the first missing field or options, as the error.
+    fn refuse_missing(
+        &self,
+        list_id: &str,
+        mapped: &[FieldMapping],
+        fields: &[CustomField],
+    ) -> Result<(), ExportError> {
+        for ((field, key), missing) in mapped.iter().zip(&self.keys).zip(&self.missing_options) {
+            let Some(key) = key else {
+                return Err(ExportError::UnknownCustomField {
+                    list_id: list_id.to_owned(),
+                    key: field.key.clone(),
+                    available: match fields.is_empty() {
+                        true => "none".to_owned(),
+                        false => fields
+                            .iter()
+                            .map(|f| format!("`{}` ({})", f.field_name, f.key))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    },
+                });
+            };
+            if !missing.is_empty() {
+                let name = fields
+                    .iter()
+                    .find(|f| f.key.trim_start_matches('[').trim_end_matches(']') == key)
+                    .map_or(key, |f| &f.field_name);
+                return Err(ExportError::MissingFieldOptions {
+                    list_id: list_id.to_owned(),
+                    key: field.key.clone(),
+                    field: name.clone(),
+                    missing: missing.iter().map(|o| format!("`{o}`")).collect::<Vec<_>>().join(", "),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the fields the list lacks (with their types and options) and adds the
+    /// options it lacks; returns the list's key of every mapped field. Called once every
+    /// check has passed, so that a run that stops early leaves the list as it was.
+    pub async fn make(
+        self,
+        client: &Client,
+        backoff: &Backoff,
+        list_id: &str,
+        mapped: &[FieldMapping],
+    ) -> Result<Vec<String>, ExportError> {
+        let mut keys = Vec::with_capacity(mapped.len());
+        for ((field, key), missing) in mapped.iter().zip(self.keys).zip(self.missing_options) {
+            let failed = |source| ExportError::FieldNotPrepared {
+                list_id: list_id.to_owned(),
+                field: field.key.clone(),
+                source,
+            };
+            let key = match key {
+                Some(key) => {
+                    if !missing.is_empty() {
+                        retry_call(backoff, || client.add_field_options(list_id, &key, &missing))
+                            .await
+                            .map_err(failed)?;
+                        tracing::info!(field = %field.key, options = missing.len(), "added options to a custom field");
+                    }
+                    key
+                }
+                None => {
+                    let new = NewCustomField {
+                        field_name: field.key.clone(),
+                        data_type: field.created_as().as_str().to_owned(),
+                        options: field.options.clone(),
+                        visible_in_preference_center: true,
+                    };
+                    let key = retry_call(backoff, || client.create_custom_field(list_id, &new))
+                        .await
+                        .map_err(failed)?;
+                    tracing::info!(field = %field.key, r#type = field.created_as().as_str(), "created a custom field");
+                    key.trim_start_matches('[').trim_end_matches(']').to_owned()
+                }
+            };
+            keys.push(key);
+        }
+        Ok(keys)
+    }
 }
 
 /// How Campaign Monitor makes a key of a field name: no brackets, no spaces, any case.
@@ -99,27 +243,6 @@ fn comparable(text: &str) -> String {
         .filter(|c| !c.is_whitespace())
         .flat_map(char::to_lowercase)
         .collect()
-}
-
-/// The list's own key (bare) for a mapped key, found by key or by field name.
-fn resolve_key(list_id: &str, key: &str, fields: &[CustomField]) -> Result<String, ExportError> {
-    let wanted = comparable(key);
-    fields
-        .iter()
-        .find(|f| comparable(&f.key) == wanted || comparable(&f.field_name) == wanted)
-        .map(|f| f.key.trim_start_matches('[').trim_end_matches(']').to_owned())
-        .ok_or_else(|| ExportError::UnknownCustomField {
-            list_id: list_id.to_owned(),
-            key: key.to_owned(),
-            available: match fields.is_empty() {
-                true => "none".to_owned(),
-                false => fields
-                    .iter()
-                    .map(|f| format!("`{}` ({})", f.field_name, f.key))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            },
-        })
 }
 
 /// Rows the export query yields, counted with every mapped value that can fail to compute
@@ -185,27 +308,76 @@ async fn first_count(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::campaign_monitor::FieldType;
 
-    fn field(name: &str, key: &str) -> CustomField {
+    fn field(name: &str, key: &str, data_type: &str, options: &[&str]) -> CustomField {
         CustomField {
             field_name: name.into(),
             key: key.into(),
-            data_type: "Text".into(),
-            field_options: vec![],
+            data_type: data_type.into(),
+            field_options: options.iter().map(|o| (*o).to_owned()).collect(),
             visible_in_preference_center: true,
         }
     }
 
+    fn mapped(key: &str, field_type: FieldType, options: &[&str]) -> FieldMapping {
+        FieldMapping {
+            options: options.iter().map(|o| (*o).to_owned()).collect(),
+            field_type: Some(field_type),
+            ..FieldMapping::plain(key, "column")
+        }
+    }
+
     #[test]
-    fn mapped_keys_are_found_by_key_or_name() {
-        let fields = [field("Loyalty Tier", "[LoyaltyTier]"), field("city", "[city]")];
-        assert_eq!(resolve_key("L", "Loyalty Tier", &fields).unwrap(), "LoyaltyTier");
-        assert_eq!(resolve_key("L", "loyaltytier", &fields).unwrap(), "LoyaltyTier");
-        assert_eq!(resolve_key("L", "City", &fields).unwrap(), "city");
-        let error = resolve_key("L", "Age", &fields).unwrap_err().to_string();
+    fn mapped_fields_are_found_by_key_or_name_and_what_is_missing_is_named() {
+        let fields = [
+            field("Loyalty Tier", "[LoyaltyTier]", "MultiSelectOne", &["bronze", "silver"]),
+            field("city", "[city]", "Text", &[]),
+        ];
+        let mapping = [
+            mapped("Loyalty Tier", FieldType::MultiSelectOne, &["silver", "gold"]),
+            mapped("loyaltytier", FieldType::MultiSelectOne, &[]),
+            mapped("City", FieldType::Text, &[]),
+            mapped("Age", FieldType::Number, &[]),
+        ];
+        let found = ListFields::compare("L", &mapping, &fields).unwrap();
+        assert_eq!(
+            found.keys,
+            [
+                Some("LoyaltyTier".into()),
+                Some("LoyaltyTier".into()),
+                Some("city".into()),
+                None
+            ]
+        );
+        assert_eq!(found.missing_options[0], ["gold"]);
+        let error = found.refuse_missing("L", &mapping, &fields).unwrap_err().to_string();
+        assert!(
+            error.contains("custom field `Loyalty Tier` lacks the option(s) `gold`"),
+            "{error}"
+        );
+        let rest = &mapping[1..];
+        let error = ListFields::compare("L", rest, &fields)
+            .unwrap()
+            .refuse_missing("L", rest, &fields)
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("no custom field with key `Age`") && error.contains("`Loyalty Tier` ([LoyaltyTier])"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn a_field_of_another_type_is_refused_naming_both() {
+        let fields = [field("Age", "[age]", "Text", &[])];
+        let error = ListFields::compare("L", &[mapped("Age", FieldType::Number, &[])], &fields)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "list `L` has custom field `Age` as Text, but `mapping.custom-fields.Age` maps it as Number; nothing was sent. \
+             Change the mapping's `type`, or the field in Campaign Monitor (a field's type cannot change: delete it and create it again)"
         );
     }
 }

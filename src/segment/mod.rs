@@ -279,7 +279,8 @@ async fn export_query(ctx: &SessionContext, pipeline: &Pipeline) -> Result<(Data
             Consent::Constant(_) => None,
         };
         let mut fields = Vec::new();
-        for (i, (key, column)) in mapping.custom_fields.iter().enumerate() {
+        for (i, field) in mapping.custom_fields.iter().enumerate() {
+            let (key, column) = (&field.key, &field.column);
             let t = find(&schema, name, column, &format!("mapping.custom-fields.{key}"))?;
             let index = place(
                 cast(as_text(column, t), DataType::Utf8View),

@@ -174,8 +174,12 @@ pub fn mapping_digest(mapping: &Mapping) -> String {
         Consent::Constant(c) => text.push_str(&format!("consent={}\n", c.as_str())),
         Consent::Column(column) => text.push_str(&format!("consent-column={column}\n")),
     }
-    for (key, column) in &mapping.custom_fields {
-        text.push_str(&format!("field {key}={column}\n"));
+    for field in &mapping.custom_fields {
+        text.push_str(&format!("field {}={}\n", field.key, field.column));
+        // A plain mapping, the only kind there was, adds nothing: older digests stay.
+        if let Some(field_type) = field.field_type {
+            text.push_str(&format!("  type {} {:?}\n", field_type.as_str(), field.options));
+        }
     }
     // Written only when used, so that the digests of mappings without them stay as they were.
     if let Some(column) = &mapping.mobile_number {
@@ -197,7 +201,8 @@ pub fn mapping_digest(mapping: &Mapping) -> String {
 mod tests {
     use super::*;
     use crate::campaign_monitor::ConsentToTrack;
-    use crate::config::Consent;
+    use crate::campaign_monitor::FieldType;
+    use crate::config::{Consent, FieldMapping};
 
     #[test]
     fn a_state_is_for_one_list_and_one_mapping() {
@@ -233,7 +238,7 @@ mod tests {
             email: "email".into(),
             name: Some("full_name".into()),
             consent: Consent::Constant(ConsentToTrack::Yes),
-            custom_fields: vec![("City".into(), "city".into())],
+            custom_fields: vec![FieldMapping::plain("City", "city")],
             key: None,
             mobile_number: None,
             sms_consent: None,
@@ -257,7 +262,14 @@ mod tests {
                 ..mapping.clone()
             },
             Mapping {
-                custom_fields: vec![("City".into(), "town".into())],
+                custom_fields: vec![FieldMapping::plain("City", "town")],
+                ..mapping.clone()
+            },
+            Mapping {
+                custom_fields: vec![FieldMapping {
+                    field_type: Some(FieldType::Text),
+                    ..FieldMapping::plain("City", "city")
+                }],
                 ..mapping.clone()
             },
             Mapping {

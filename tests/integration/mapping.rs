@@ -175,3 +175,140 @@ async fn mobile_numbers_sms_consent_and_nulls_reach_the_list_as_mapped() {
         (Some("+40712345678".into()), "No", vec![])
     );
 }
+
+const TYPED: &str = r#"
+[source]
+path = "profiles"
+[[segment]]
+name = "all"
+sql = "SELECT * FROM profiles"
+[destination]
+connection = "cm"
+list-id = "a58ee1d3039b8bec838e6d1482a8a965"
+[mapping]
+email = "email"
+consent-to-track = "Yes"
+custom-fields = { City = "city", "Loyalty Tier" = { column = "sms_ok", type = "MultiSelectOne", options = ["Yes", "No"] }, Phone = { column = "phone", type = "Text" } }
+[options]
+create-missing-fields = true
+"#;
+
+/// `(name, key, type, options)` of the list's fields.
+fn fields(emulator: &Emulator) -> Vec<(String, String, String, Vec<String>)> {
+    emulator
+        .with_list(LIST, |l| {
+            l.custom_fields
+                .iter()
+                .map(|f| {
+                    (
+                        f.field_name.clone(),
+                        f.key.clone(),
+                        f.data_type.clone(),
+                        f.field_options.clone(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_fields_and_options_are_created_with_their_types_and_a_clash_sends_nothing() {
+    let emulator = emulator().await;
+    emulator.with_list_mut(LIST, |l| {
+        l.add_custom_field("City", "Text", vec![], true).unwrap();
+        l.add_custom_field(
+            "Loyalty Tier",
+            "MultiSelectOne",
+            vec!["No".into(), "Maybe".into()],
+            true,
+        )
+        .unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    profiles(
+        dir.path(),
+        &[("ada@example.com", Some("+40712345678"), Some("Yes"), Some("Cluj"))],
+    );
+
+    // Without `create-missing-fields`, the missing field stops the run before anything is sent.
+    let without = TYPED.replace("create-missing-fields = true", "create-missing-fields = false");
+    std::fs::write(dir.path().join("key.txt"), KEY).unwrap();
+    let error = run_err(&emulator, dir.path(), &without).await;
+    assert!(
+        error.contains(
+            "custom field `Loyalty Tier` lacks the option(s) `Yes` that `mapping.custom-fields.Loyalty Tier` names"
+        ),
+        "{error}"
+    );
+    let error = run_err(&emulator, dir.path(), &without.replace(r#""Yes", "No""#, r#""No""#)).await;
+    assert!(error.contains("has no custom field with key `Phone`"), "{error}");
+    assert_eq!(emulator.stats().import_calls, 0);
+    assert_eq!(fields(&emulator).len(), 2);
+
+    // With it: `Phone` is created as Text, `Yes` is added to the tier's options (kept: No, Maybe).
+    let report = run(&emulator, dir.path(), TYPED).await;
+    assert_eq!(report.members_sent, 1, "{report:?}");
+    assert_eq!(
+        fields(&emulator),
+        [
+            ("City".into(), "[city]".into(), "Text".into(), vec![]),
+            (
+                "Loyalty Tier".into(),
+                "[loyaltytier]".into(),
+                "MultiSelectOne".into(),
+                vec!["No".to_owned(), "Maybe".into(), "Yes".into()]
+            ),
+            ("Phone".into(), "[phone]".into(), "Text".into(), vec![]),
+        ]
+    );
+    assert_eq!(
+        on_list(&emulator, "ada@example.com").2,
+        [
+            ("City".to_owned(), "Cluj".to_owned()),
+            ("Loyalty Tier".into(), "Yes".into()),
+            ("Phone".into(), "+40712345678".into())
+        ]
+    );
+
+    // A field of another type on the list: refused before anything is sent or changed.
+    let calls = emulator.stats().import_calls;
+    let clash = TYPED.replace(r#"type = "Text""#, r#"type = "Number""#);
+    let error = run_err(&emulator, dir.path(), &clash).await;
+    assert!(
+        error.contains(
+            "has custom field `Phone` as Text, but `mapping.custom-fields.Phone` maps it as Number; nothing was sent"
+        ),
+        "{error}"
+    );
+    assert_eq!(emulator.stats().import_calls, calls);
+    assert_eq!(fields(&emulator).len(), 3);
+}
+
+async fn run_err(emulator: &Emulator, dir: &Path, pipeline: &str) -> String {
+    std::fs::write(
+        dir.join("connections.toml"),
+        format!(
+            "[cm]\ndisplay-name = \"T\"\ndata-privacy-consent = true\napi-key-file = \"key.txt\"\nexport-user = \"t\"\nbase-url = \"{}\"\n",
+            emulator.base_url()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("mapping.toml"), pipeline).unwrap();
+    let pipeline = Pipeline::load(&dir.join("mapping.toml")).unwrap();
+    let connection = Connections::load(&dir.join("connections.toml"))
+        .unwrap()
+        .get("cm")
+        .unwrap()
+        .clone();
+    let options = RunOptions {
+        state_dir: Some(dir.join("state")),
+        progress: ProgressMode::Never,
+        ..RunOptions::default()
+    };
+    let report = export::run(&pipeline, &connection, None, &options, std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(report.members_sent, 0);
+    report.error.unwrap()
+}

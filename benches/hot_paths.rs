@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use cm_export::campaign_monitor::{ConsentToTrack, ImportBatch, ImportField, ImportSubscriber};
 use cm_export::emulator::{IncomingImport, List};
-use cm_export::members::{Dedupe, Extractor, Layout, normalise};
+use cm_export::members::{Dedupe, Extractor, FieldLayout, Layout, normalise};
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, StringViewArray};
 use divan::counter::ItemsCount;
 use divan::{Bencher, black_box};
@@ -67,7 +67,7 @@ fn extract_batch_8192(bencher: Bencher) {
         name: Some(1),
         consent: None,
         consent_default: ConsentToTrack::Yes,
-        fields: vec![("City".into(), "city".into(), 2)],
+        fields: vec![FieldLayout::plain("City", "city", 2)],
         key: None,
         mobile: None,
         sms_consent: None,

@@ -265,6 +265,8 @@ pub struct FieldMapping {
     /// For multi-select fields: the options the list must have (`create-missing-fields`
     /// adds those it lacks).
     pub options: Vec<String>,
+    /// MultiSelectMany: what separates the values in the column's text.
+    pub delimiter: Option<String>,
 }
 
 impl FieldMapping {
@@ -275,6 +277,7 @@ impl FieldMapping {
             column: column.to_owned(),
             field_type: None,
             options: Vec::new(),
+            delimiter: None,
         }
     }
 
@@ -672,10 +675,10 @@ fn field_mapping(key: &str, value: toml::Value) -> Result<FieldMapping, String> 
     };
     if let Some(unknown) = table
         .keys()
-        .find(|k| !["column", "type", "options"].contains(&k.as_str()))
+        .find(|k| !["column", "type", "options", "delimiter"].contains(&k.as_str()))
     {
         return Err(format!(
-            "has an unknown key `{unknown}`; the keys are `column`, `type` and `options`"
+            "has an unknown key `{unknown}`; the keys are `column`, `type`, `options` and `delimiter`"
         ));
     }
     let field_type = match table.get("type") {
@@ -710,11 +713,25 @@ fn field_mapping(key: &str, value: toml::Value) -> Result<FieldMapping, String> 
         }
         Some(_) => return Err("`options` must be a list of non-empty strings".into()),
     };
+    let delimiter = match table.get("delimiter") {
+        None => None,
+        Some(toml::Value::String(d)) if !d.is_empty() && field_type == Some(FieldType::MultiSelectMany) => {
+            Some(d.clone())
+        }
+        Some(_) => {
+            return Err(
+                "`delimiter` is a non-empty string, and only MultiSelectMany fields take one (the values of a \
+                 text column are split on it)"
+                    .into(),
+            );
+        }
+    };
     Ok(FieldMapping {
         key: key.to_owned(),
         column: column(table.get("column"))?,
         field_type,
         options,
+        delimiter,
     })
 }
 

@@ -47,7 +47,7 @@ pub async fn check(
         .await?;
     let query = engine::run(async move {
         let mut query = query.into_inner();
-        query.layout.set_keys(keys);
+        query.layout.set_fields(keys);
         Ok::<_, ExportError>(OnEngine::new(query))
     })
     .await?;
@@ -107,8 +107,10 @@ pub async fn connect(
 pub struct ListFields {
     /// The list's own key (bare), in the mapping's order; `None` for a field it lacks.
     keys: Vec<Option<String>>,
-    /// Per mapped field, the options the mapping names that the list's field lacks.
+    /// Per mapped field, the options the mapping names that the list's field lacks...
     missing_options: Vec<Vec<String>>,
+    /// ... and those it has.
+    options: Vec<Vec<String>>,
 }
 
 impl ListFields {
@@ -122,6 +124,7 @@ impl ListFields {
             let Some(on_list) = on_list else {
                 found.keys.push(None);
                 found.missing_options.push(Vec::new());
+                found.options.push(Vec::new());
                 continue;
             };
             if let Some(mapped) = field.field_type
@@ -146,6 +149,7 @@ impl ListFields {
                     .cloned()
                     .collect(),
             );
+            found.options.push(on_list.field_options.clone());
         }
         Ok(found)
     }
@@ -189,17 +193,18 @@ impl ListFields {
     }
 
     /// Creates the fields the list lacks (with their types and options) and adds the
-    /// options it lacks; returns the list's key of every mapped field. Called once every
-    /// check has passed, so that a run that stops early leaves the list as it was.
+    /// options it lacks; returns the list's key and options of every mapped field. Called
+    /// once every check has passed, so that a run that stops early leaves the list as it was.
     pub async fn make(
         self,
         client: &Client,
         backoff: &Backoff,
         list_id: &str,
         mapped: &[FieldMapping],
-    ) -> Result<Vec<String>, ExportError> {
+    ) -> Result<Vec<(String, Vec<String>)>, ExportError> {
         let mut keys = Vec::with_capacity(mapped.len());
-        for ((field, key), missing) in mapped.iter().zip(self.keys).zip(self.missing_options) {
+        let found = self.keys.into_iter().zip(self.missing_options).zip(self.options);
+        for (field, ((key, missing), mut options)) in mapped.iter().zip(found) {
             let failed = |source| ExportError::FieldNotPrepared {
                 list_id: list_id.to_owned(),
                 field: field.key.clone(),
@@ -212,6 +217,7 @@ impl ListFields {
                             .await
                             .map_err(failed)?;
                         tracing::info!(field = %field.key, options = missing.len(), "added options to a custom field");
+                        options.extend(missing);
                     }
                     key
                 }
@@ -226,10 +232,11 @@ impl ListFields {
                         .await
                         .map_err(failed)?;
                     tracing::info!(field = %field.key, r#type = field.created_as().as_str(), "created a custom field");
+                    options = field.options.clone();
                     key.trim_start_matches('[').trim_end_matches(']').to_owned()
                 }
             };
-            keys.push(key);
+            keys.push((key, options));
         }
         Ok(keys)
     }

@@ -12,6 +12,7 @@ use super::dedupe::Dedupe;
 use super::email::{EmailProblem, normalise};
 use super::mobile::normalise_mobile;
 use super::reject::{Reject, RejectReason};
+use super::typed::FieldValues;
 use super::values::fingerprint;
 use crate::campaign_monitor::{ConsentToTrack, ImportField, ImportSubscriber};
 
@@ -26,8 +27,7 @@ pub struct Layout {
     /// A column of consent values; `None` means every row gets `consent_default`.
     pub consent: Option<usize>,
     pub consent_default: ConsentToTrack,
-    /// `(Campaign Monitor key, source column name, index)`.
-    pub fields: Vec<(String, String, usize)>,
+    pub fields: Vec<FieldLayout>,
     /// The `[mapping] key` column, as text: carried into rejects, never sent.
     pub key: Option<usize>,
     pub mobile: Option<usize>,
@@ -56,11 +56,41 @@ pub enum Change {
     Unchanged,
 }
 
+/// One mapped custom field in the export query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldLayout {
+    /// The key sent: the mapping's until the list's own spelling is known.
+    pub key: String,
+    /// The data's column, for rejects.
+    pub column: String,
+    pub index: usize,
+    pub values: FieldValues,
+    /// The type as the mapping states it, for rejects (`None`: plain).
+    pub stated: Option<&'static str>,
+}
+
+impl FieldLayout {
+    pub fn plain(key: &str, column: &str, index: usize) -> Self {
+        Self {
+            key: key.to_owned(),
+            column: column.to_owned(),
+            index,
+            values: FieldValues::Text,
+            stated: None,
+        }
+    }
+}
+
 impl Layout {
-    /// The custom field keys to send, in the mapping's order: the list's own spelling of them.
-    pub fn set_keys(&mut self, keys: Vec<String>) {
-        for ((key, _, _), list_key) in self.fields.iter_mut().zip(keys) {
-            *key = list_key;
+    /// The custom fields as the list has them, in the mapping's order: its own spelling of
+    /// each key, and each multi-select field's options (what values are checked against).
+    pub fn set_fields(&mut self, on_list: Vec<(String, Vec<String>)>) {
+        for (field, (list_key, list_options)) in self.fields.iter_mut().zip(on_list) {
+            field.key = list_key;
+            match &mut field.values {
+                FieldValues::OneOf(options) | FieldValues::ManyOf { options, .. } => *options = list_options,
+                _ => {}
+            }
         }
     }
 }
@@ -205,7 +235,7 @@ impl Extractor {
         let field_arrays = layout
             .fields
             .iter()
-            .map(|(_, _, i)| plain(batch.column(*i)))
+            .map(|f| plain(batch.column(f.index)))
             .collect::<Result<Vec<_>, _>>()?;
         let fields: Vec<Strings<'_>> = field_arrays.iter().map(strings).collect();
         let key_array = layout.key.map(|i| plain(batch.column(i))).transpose()?;
@@ -251,20 +281,49 @@ impl Extractor {
                     continue;
                 }
             };
-            for ((_, column, _), values) in layout.fields.iter().zip(&fields) {
-                if let Some(value) = values.get(row)
-                    && value.chars().count() > MAX_FIELD_CHARS
-                {
-                    counts.invalid_field += 1;
-                    let mut rejected = rejected(RejectReason::InvalidField);
-                    rejected.column = Some(column.clone());
-                    rejected.message = Some(format!(
-                        "column `{column}` holds {} characters; Campaign Monitor takes at most {MAX_FIELD_CHARS}",
-                        value.chars().count()
-                    ));
-                    reject(rejected);
-                    continue 'rows;
-                }
+            let mut custom_fields = Vec::new();
+            for (field, values) in layout.fields.iter().zip(&fields) {
+                let Some(text) = values.get(row) else {
+                    if layout.clear_nulls {
+                        custom_fields.push(ImportField {
+                            key: field.key.clone(),
+                            value: String::new(),
+                            clear: true,
+                        });
+                    }
+                    continue;
+                };
+                let mut too_long = None;
+                let checked = field.values.check(text, |value| {
+                    if value.chars().count() > MAX_FIELD_CHARS {
+                        too_long.get_or_insert(value.chars().count());
+                    }
+                    custom_fields.push(ImportField {
+                        key: field.key.clone(),
+                        value: value.into_owned(),
+                        clear: false,
+                    });
+                });
+                let column = &field.column;
+                let why = match (checked, too_long) {
+                    (Ok(()), None) => continue,
+                    (Ok(()), Some(chars)) => {
+                        format!(
+                            "column `{column}` holds {chars} characters; Campaign Monitor takes at most {MAX_FIELD_CHARS}"
+                        )
+                    }
+                    (Err(why), _) => format!(
+                        "column `{column}`: {why} (custom field `{}` is {})",
+                        field.key,
+                        field.stated.unwrap_or("Text")
+                    ),
+                };
+                counts.invalid_field += 1;
+                let mut rejected = rejected(RejectReason::InvalidField);
+                rejected.column = Some(column.clone());
+                rejected.message = Some(why);
+                reject(rejected);
+                continue 'rows;
             }
             let consent = match &consents {
                 None => layout.consent_default,
@@ -318,24 +377,6 @@ impl Extractor {
                 continue;
             }
             counts.unique += 1;
-            let custom_fields = layout
-                .fields
-                .iter()
-                .zip(&fields)
-                .filter_map(|((key, _, _), values)| match values.get(row) {
-                    Some(value) => Some(ImportField {
-                        key: key.clone(),
-                        value: value.to_owned(),
-                        clear: false,
-                    }),
-                    None if layout.clear_nulls => Some(ImportField {
-                        key: key.clone(),
-                        value: String::new(),
-                        clear: true,
-                    }),
-                    None => None,
-                })
-                .collect();
             let found = ImportSubscriber {
                 email_address: email.to_owned(),
                 name: names.as_ref().and_then(|n| n.get(row)).map(str::to_owned),
@@ -383,7 +424,7 @@ mod tests {
             name: None,
             consent: None,
             consent_default: ConsentToTrack::Yes,
-            fields: vec![("City".into(), "city".into(), 1)],
+            fields: vec![FieldLayout::plain("City", "city", 1)],
             key: None,
             mobile: None,
             sms_consent: None,

@@ -17,9 +17,10 @@ use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 
+use crate::campaign_monitor::FieldType;
 use crate::config::{Consent, Engine, Pipeline};
 use crate::engine;
-use crate::members::{Layout, is_string_type};
+use crate::members::{FieldLayout, FieldValues, Layout, is_string_type};
 use crate::source::{self, Snapshot, SourceError};
 
 #[derive(Debug, thiserror::Error)]
@@ -288,7 +289,20 @@ async fn export_query(ctx: &SessionContext, pipeline: &Pipeline) -> Result<(Data
                 column,
                 &mut exprs,
             );
-            fields.push((key.clone(), column.clone(), index));
+            fields.push(FieldLayout {
+                values: match field.field_type {
+                    None | Some(FieldType::Text | FieldType::Country | FieldType::USState) => FieldValues::Text,
+                    Some(FieldType::Number) => FieldValues::Number,
+                    Some(FieldType::Date) => FieldValues::Date,
+                    Some(FieldType::MultiSelectOne) => FieldValues::OneOf(field.options.clone()),
+                    Some(FieldType::MultiSelectMany) => FieldValues::ManyOf {
+                        options: field.options.clone(),
+                        delimiter: field.delimiter.clone(),
+                    },
+                },
+                stated: field.field_type.map(FieldType::as_str),
+                ..FieldLayout::plain(key, column, index)
+            });
         }
         let key_index = match &mapping.key {
             Some(column) => {

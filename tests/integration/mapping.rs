@@ -45,11 +45,16 @@ fn profiles(dir: &Path, rows: &[Row]) {
         ("city", Arc::new(StringArray::from_iter(rows.iter().map(|r| r.3)))),
     ])
     .unwrap();
+    write(dir, &batch);
+}
+
+/// `batch` as the only file of `DIR/profiles`.
+fn write(dir: &Path, batch: &RecordBatch) {
     let _ = std::fs::remove_dir_all(dir.join("profiles"));
     std::fs::create_dir(dir.join("profiles")).unwrap();
     let file = std::fs::File::create(dir.join("profiles/part-0.parquet")).unwrap();
     let mut writer = ArrowWriter::try_new(file, batch.schema(), None).unwrap();
-    writer.write(&batch).unwrap();
+    writer.write(batch).unwrap();
     writer.close().unwrap();
 }
 
@@ -311,4 +316,97 @@ async fn run_err(emulator: &Emulator, dir: &Path, pipeline: &str) -> String {
         .unwrap();
     assert_eq!(report.members_sent, 0);
     report.error.unwrap()
+}
+
+const VALUES: &str = r#"
+[source]
+path = "profiles"
+[[segment]]
+name = "all"
+sql = "SELECT * FROM profiles"
+[destination]
+connection = "cm"
+list-id = "a58ee1d3039b8bec838e6d1482a8a965"
+[mapping]
+email = "email"
+consent-to-track = "Yes"
+[mapping.custom-fields]
+Age = { column = "age", type = "Number" }
+Joined = { column = "joined", type = "Date" }
+Tier = { column = "tier", type = "MultiSelectOne", options = ["Bronze", "Gold"] }
+Interests = { column = "interests", type = "MultiSelectMany", options = ["Books", "Music", "Film"], delimiter = ";" }
+[options]
+create-missing-fields = true
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_values_are_checked_before_sending_and_sent_as_the_api_reads_them() {
+    let emulator = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let column = |values: [&str; 5]| Arc::new(StringArray::from_iter_values(values)) as ArrayRef;
+    let batch = RecordBatch::try_from_iter([
+        (
+            "email",
+            column([
+                "ok@example.com",
+                "age@example.com",
+                "date@example.com",
+                "tier@example.com",
+                "many@example.com",
+            ]),
+        ),
+        ("age", column([" 42 ", "forty", "7", "7", "7"])),
+        (
+            "joined",
+            column(["2024-02-29", "2024/01/01", "2023-02-29", "2024/01/01", "2024/01/01"]),
+        ),
+        ("tier", column(["gold", "Gold", "Gold", "platinum", "Gold"])),
+        (
+            "interests",
+            column(["music; books", "Film", "Film", "Film", "Film;golf"]),
+        ),
+    ])
+    .unwrap();
+    write(dir.path(), &batch);
+    std::fs::write(dir.path().join("key.txt"), KEY).unwrap();
+    let report = run(&emulator, dir.path(), VALUES).await;
+    assert_eq!(report.members_sent, 1, "{report:?}");
+    assert_eq!(
+        on_list(&emulator, "ok@example.com").2,
+        [
+            ("Age".to_owned(), "42".to_owned()),
+            ("Interests".into(), "Music".into()),
+            ("Interests".into(), "Books".into()),
+            ("Joined".into(), "2024/02/29".into()),
+            ("Tier".into(), "Gold".into()),
+        ]
+    );
+    assert_eq!(
+        rejects(report.rejects_file.as_ref().unwrap()),
+        [
+            (
+                "age@example.com".to_owned(),
+                "age".to_owned(),
+                "column `age`: `forty` is not a number (custom field `age` is Number)".to_owned()
+            ),
+            (
+                "date@example.com".into(),
+                "joined".into(),
+                "column `joined`: `2023-02-29` is not a date (yyyy/mm/dd or yyyy-mm-dd) (custom field `joined` is Date)"
+                    .into()
+            ),
+            (
+                "many@example.com".into(),
+                "interests".into(),
+                "column `interests`: `golf` is not one of the field's options (Books, Music, Film) (custom field `interests` is MultiSelectMany)"
+                    .into()
+            ),
+            (
+                "tier@example.com".into(),
+                "tier".into(),
+                "column `tier`: `platinum` is not one of the field's options (Bronze, Gold) (custom field `tier` is MultiSelectOne)"
+                    .into()
+            ),
+        ]
+    );
 }

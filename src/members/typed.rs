@@ -1,0 +1,129 @@
+//! A custom field's values checked against its type before they are sent: the API takes a
+//! number that is not one, a date it cannot read or an option the field lacks without a
+//! word and stores nothing, so each such value is a rejected row here, with its reason.
+
+use std::borrow::Cow;
+
+/// How one mapped field's values are checked and written.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum FieldValues {
+    /// As they are (plain mappings, Text fields, and for now Country and USState).
+    #[default]
+    Text,
+    /// A decimal number, sent trimmed.
+    Number,
+    /// A calendar date, `yyyy/mm/dd` or `yyyy-mm-dd`, sent as `yyyy/mm/dd`.
+    Date,
+    /// One of the field's options (any case), sent as the field spells it.
+    OneOf(Vec<String>),
+    /// Any of the field's options, split on `delimiter` (one value when there is none);
+    /// the key is sent once per value, as the API wants.
+    ManyOf {
+        options: Vec<String>,
+        delimiter: Option<String>,
+    },
+}
+
+impl FieldValues {
+    /// Hands each value to send for `text` to `send`, or says why none can be.
+    pub fn check<'a>(&'a self, text: &'a str, mut send: impl FnMut(Cow<'a, str>)) -> Result<(), String> {
+        match self {
+            Self::Text => send(Cow::Borrowed(text)),
+            Self::Number => {
+                let number = text.trim();
+                match number.parse::<f64>() {
+                    Ok(value) if value.is_finite() && !number.contains(['e', 'E', 'i', 'I', 'n', 'N']) => {
+                        send(Cow::Borrowed(number));
+                    }
+                    _ => return Err(format!("`{text}` is not a number")),
+                }
+            }
+            Self::Date => {
+                send(Cow::Owned(date(text.trim()).ok_or_else(|| {
+                    format!("`{text}` is not a date (yyyy/mm/dd or yyyy-mm-dd)")
+                })?))
+            }
+            Self::OneOf(options) => send(Cow::Borrowed(option(options, text)?)),
+            Self::ManyOf { options, delimiter } => {
+                let parts: Vec<&str> = match delimiter {
+                    Some(delimiter) => text
+                        .split(delimiter.as_str())
+                        .filter(|p| !p.trim().is_empty())
+                        .collect(),
+                    None => vec![text],
+                };
+                let mut chosen = Vec::with_capacity(parts.len());
+                for part in parts {
+                    let option = option(options, part)?;
+                    if !chosen.contains(&option) {
+                        chosen.push(option);
+                    }
+                }
+                for option in chosen {
+                    send(Cow::Borrowed(option));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn option<'a>(options: &'a [String], text: &str) -> Result<&'a str, String> {
+    let wanted = text.trim();
+    options
+        .iter()
+        .find(|o| o.eq_ignore_ascii_case(wanted))
+        .map(String::as_str)
+        .ok_or_else(|| format!("`{wanted}` is not one of the field's options ({})", options.join(", ")))
+}
+
+/// `yyyy/mm/dd` of a real calendar date written `yyyy/mm/dd` or `yyyy-mm-dd`.
+fn date(text: &str) -> Option<String> {
+    let parsed = chrono::NaiveDate::parse_from_str(text, "%Y/%m/%d")
+        .or_else(|_| chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d"))
+        .ok()?;
+    Some(parsed.format("%Y/%m/%d").to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(values: &FieldValues, text: &str) -> Result<Vec<String>, String> {
+        let mut out = Vec::new();
+        values.check(text, |v| out.push(v.into_owned()))?;
+        Ok(out)
+    }
+
+    #[test]
+    fn numbers_dates_and_options_are_checked_and_written_as_the_api_reads_them() {
+        assert_eq!(sent(&FieldValues::Number, " 42.5 ").unwrap(), ["42.5"]);
+        assert_eq!(sent(&FieldValues::Number, "-7").unwrap(), ["-7"]);
+        for bad in ["abc", "1e5", "NaN", "inf", "", "4 2"] {
+            assert_eq!(sent(&FieldValues::Number, bad), Err(format!("`{bad}` is not a number")));
+        }
+        assert_eq!(sent(&FieldValues::Date, "2024-02-29").unwrap(), ["2024/02/29"]);
+        assert_eq!(sent(&FieldValues::Date, "2024/12/01").unwrap(), ["2024/12/01"]);
+        assert!(
+            sent(&FieldValues::Date, "2023-02-29")
+                .unwrap_err()
+                .contains("is not a date")
+        );
+        let tiers = FieldValues::OneOf(vec!["Bronze".into(), "Gold".into()]);
+        assert_eq!(sent(&tiers, " gold ").unwrap(), ["Gold"]);
+        assert_eq!(
+            sent(&tiers, "platinum"),
+            Err("`platinum` is not one of the field's options (Bronze, Gold)".into())
+        );
+        let interests = FieldValues::ManyOf {
+            options: vec!["Books".into(), "Music".into(), "Film".into()],
+            delimiter: Some(";".into()),
+        };
+        assert_eq!(sent(&interests, "music; books;;Music").unwrap(), ["Music", "Books"]);
+        assert!(
+            sent(&interests, "music;golf")
+                .unwrap_err()
+                .contains("`golf` is not one")
+        );
+    }
+}

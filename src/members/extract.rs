@@ -88,7 +88,7 @@ impl Layout {
         for (field, (list_key, list_options)) in self.fields.iter_mut().zip(on_list) {
             field.key = list_key;
             match &mut field.values {
-                FieldValues::OneOf(options) | FieldValues::ManyOf { options, .. } => *options = list_options,
+                FieldValues::OneOf(options) | FieldValues::ManyOf { options, .. } => *options = Some(list_options),
                 _ => {}
             }
         }

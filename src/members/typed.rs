@@ -14,12 +14,14 @@ pub enum FieldValues {
     Number,
     /// A calendar date, `yyyy/mm/dd` or `yyyy-mm-dd`, sent as `yyyy/mm/dd`.
     Date,
-    /// One of the field's options (any case), sent as the field spells it.
-    OneOf(Vec<String>),
+    /// One of the field's options (any case), sent as the field spells it. `None` while
+    /// they are not known (`plan` does not ask the list, and the mapping named none):
+    /// values then go as written.
+    OneOf(Option<Vec<String>>),
     /// Any of the field's options, split on `delimiter` (one value when there is none);
     /// the key is sent once per value, as the API wants.
     ManyOf {
-        options: Vec<String>,
+        options: Option<Vec<String>>,
         delimiter: Option<String>,
     },
 }
@@ -43,7 +45,7 @@ impl FieldValues {
                     format!("`{text}` is not a date (yyyy/mm/dd or yyyy-mm-dd)")
                 })?))
             }
-            Self::OneOf(options) => send(Cow::Borrowed(option(options, text)?)),
+            Self::OneOf(options) => send(option(options.as_deref(), text)?),
             Self::ManyOf { options, delimiter } => {
                 let parts: Vec<&str> = match delimiter {
                     Some(delimiter) => text
@@ -54,13 +56,13 @@ impl FieldValues {
                 };
                 let mut chosen = Vec::with_capacity(parts.len());
                 for part in parts {
-                    let option = option(options, part)?;
+                    let option = option(options.as_deref(), part)?;
                     if !chosen.contains(&option) {
                         chosen.push(option);
                     }
                 }
                 for option in chosen {
-                    send(Cow::Borrowed(option));
+                    send(option);
                 }
             }
         }
@@ -68,12 +70,15 @@ impl FieldValues {
     }
 }
 
-fn option<'a>(options: &'a [String], text: &str) -> Result<&'a str, String> {
+fn option<'a>(options: Option<&'a [String]>, text: &'a str) -> Result<Cow<'a, str>, String> {
     let wanted = text.trim();
+    let Some(options) = options else {
+        return Ok(Cow::Borrowed(wanted));
+    };
     options
         .iter()
         .find(|o| o.eq_ignore_ascii_case(wanted))
-        .map(String::as_str)
+        .map(|o| Cow::Borrowed(o.as_str()))
         .ok_or_else(|| format!("`{wanted}` is not one of the field's options ({})", options.join(", ")))
 }
 
@@ -109,14 +114,15 @@ mod tests {
                 .unwrap_err()
                 .contains("is not a date")
         );
-        let tiers = FieldValues::OneOf(vec!["Bronze".into(), "Gold".into()]);
+        let tiers = FieldValues::OneOf(Some(vec!["Bronze".into(), "Gold".into()]));
+        assert_eq!(sent(&FieldValues::OneOf(None), " platinum ").unwrap(), ["platinum"]);
         assert_eq!(sent(&tiers, " gold ").unwrap(), ["Gold"]);
         assert_eq!(
             sent(&tiers, "platinum"),
             Err("`platinum` is not one of the field's options (Bronze, Gold)".into())
         );
         let interests = FieldValues::ManyOf {
-            options: vec!["Books".into(), "Music".into(), "Film".into()],
+            options: Some(vec!["Books".into(), "Music".into(), "Film".into()]),
             delimiter: Some(";".into()),
         };
         assert_eq!(sent(&interests, "music; books;;Music").unwrap(), ["Music", "Books"]);

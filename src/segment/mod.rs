@@ -215,6 +215,11 @@ fn find<'a>(schema: &'a Schema, segment: &str, column: &str, key: &str) -> Resul
         })
 }
 
+/// Options named by the mapping, `None` when it names none.
+fn known(options: &[String]) -> Option<Vec<String>> {
+    (!options.is_empty()).then(|| options.to_vec())
+}
+
 /// A mapped value as text: strings as they are, dates as `yyyy/mm/dd`, the rest as its
 /// plain decimal or text form.
 fn as_text(column: &str, data_type: &DataType) -> Expr {
@@ -294,9 +299,10 @@ async fn export_query(ctx: &SessionContext, pipeline: &Pipeline) -> Result<(Data
                     None | Some(FieldType::Text | FieldType::Country | FieldType::USState) => FieldValues::Text,
                     Some(FieldType::Number) => FieldValues::Number,
                     Some(FieldType::Date) => FieldValues::Date,
-                    Some(FieldType::MultiSelectOne) => FieldValues::OneOf(field.options.clone()),
+                    // Until the list's own are known (a run asks it), the mapping's options.
+                    Some(FieldType::MultiSelectOne) => FieldValues::OneOf(known(&field.options)),
                     Some(FieldType::MultiSelectMany) => FieldValues::ManyOf {
-                        options: field.options.clone(),
+                        options: known(&field.options),
                         delimiter: field.delimiter.clone(),
                     },
                 },

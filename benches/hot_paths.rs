@@ -68,13 +68,7 @@ fn extract_batch_8192(bencher: Bencher) {
         consent: None,
         consent_default: ConsentToTrack::Yes,
         fields: vec![FieldLayout::plain("City", "city", 2)],
-        key: None,
-        mobile: None,
-        sms_consent: None,
-        sms_consent_default: None,
-        clear_nulls: false,
-        sources: vec![],
-        synced: None,
+        ..Default::default()
     };
     bencher.counter(ItemsCount::new(8192usize)).bench(|| {
         let mut extractor = Extractor::new(layout.clone());

@@ -32,10 +32,13 @@ fn json_string_len(text: &str) -> usize {
         .sum::<usize>()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Also SMS consent, which takes the same three values. `Unchanged` by default: the value
+/// that changes nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConsentToTrack {
     Yes,
     No,
+    #[default]
     Unchanged,
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::error::DataFusionError;
@@ -80,10 +81,10 @@ impl Batcher {
                 done.error = Some(error);
             }
             for members in full {
-                done.not_sent += self.hand_over(members, &batches).await;
+                done.not_sent += self.hand_over(members, &batches, &scan.counters.queued).await;
             }
             if ended {
-                done.not_sent += self.hand_over(filling.take(), &batches).await;
+                done.not_sent += self.hand_over(filling.take(), &batches, &scan.counters.queued).await;
                 break;
             }
             if done.error.is_some() || batches.is_closed() {
@@ -111,14 +112,19 @@ impl Batcher {
     }
 
     /// Sends a batch on; if the dispatcher no longer takes any, its members are `not_sent`.
-    async fn hand_over(&self, filled: Filling, batches: &mpsc::Sender<ImportBatch>) -> u64 {
+    async fn hand_over(&self, filled: Filling, batches: &mpsc::Sender<ImportBatch>, queued: &AtomicU64) -> u64 {
         // Batches hold 1..=batch-size (<= 1000) members; an empty one is not sent.
         let Ok(batch) = ImportBatch::measured(filled.members, filled.bytes) else {
             return 0;
         };
+        // Counted before it is handed over, so the dispatcher never takes one not counted.
+        queued.fetch_add(1, Ordering::Relaxed);
         match batches.send(batch).await {
             Ok(()) => 0,
-            Err(refused) => not_sent(&self.rejects, refused.0.subscribers()),
+            Err(refused) => {
+                queued.fetch_sub(1, Ordering::Relaxed);
+                not_sent(&self.rejects, refused.0.subscribers())
+            }
         }
     }
 }
@@ -169,18 +175,8 @@ mod tests {
             Err(DataFusionError::Execution("Cast error: 'jane@example.com'".into())),
         ];
         let layout = crate::members::Layout {
-            email: 0,
-            name: None,
-            consent: None,
             consent_default: ConsentToTrack::Yes,
-            fields: vec![],
-            key: None,
-            mobile: None,
-            sms_consent: None,
-            sms_consent_default: None,
-            clear_nulls: false,
-            sources: vec![],
-            synced: None,
+            ..Default::default()
         };
         let scan = Scan::new(
             futures::stream::iter(read),

@@ -74,6 +74,7 @@ impl Dispatcher<'_> {
                 }
                 next = batches.recv(), if can_take => match next {
                     Some(batch) => {
+                        self.counters.queued.fetch_sub(1, Ordering::Relaxed);
                         let number = self.next_batch;
                         self.next_batch += 1;
                         if let Err(error) = self.journal.sending(number, batch.len() as u64) {
@@ -91,6 +92,7 @@ impl Dispatcher<'_> {
             if ended.is_some() && open {
                 batches.close();
                 while let Some(batch) = batches.recv().await {
+                    self.counters.queued.fetch_sub(1, Ordering::Relaxed);
                     self.tally.not_sent(batch.subscribers());
                 }
                 open = false;

@@ -21,6 +21,8 @@ pub enum ProgressMode {
 pub struct Counters {
     pub rows: AtomicU64,
     pub sent: AtomicU64,
+    /// Batches made and not yet taken to send: what waits while the limit holds sending back.
+    pub queued: AtomicU64,
 }
 
 /// A run's progress as another task reads it (the service's API, while the run goes): what
@@ -31,8 +33,8 @@ pub struct Live {
 }
 
 impl Live {
-    /// `{"stage": "scan"|"removals", "of": N, "rows"|"removals": n, "members_sent": n}`, or
-    /// `{"stage": "checking"}` before the scan starts.
+    /// `{"stage": "scan", "rows_expected", "rows_scanned", "members_sent", "batches_queued"}`,
+    /// `{"stage": "removals", ...}`, or `{"stage": "checking"}` before the scan starts.
     pub fn snapshot(&self) -> serde_json::Value {
         match &*self.stage.lock().unwrap_or_else(|p| p.into_inner()) {
             None => serde_json::json!({ "stage": "checking" }),
@@ -41,6 +43,7 @@ impl Live {
                 "rows_expected": total,
                 "rows_scanned": counters.rows.load(Ordering::Relaxed),
                 "members_sent": counters.sent.load(Ordering::Relaxed),
+                "batches_queued": counters.queued.load(Ordering::Relaxed),
             }),
             Some((Work::Removals, total, counters)) => serde_json::json!({
                 "stage": "removals",

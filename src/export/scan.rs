@@ -16,7 +16,7 @@ use crate::members::{Change, Extractor, Reject, RowCounts};
 pub struct Scan<S> {
     rows: S,
     extractor: Extractor,
-    counters: Arc<Counters>,
+    pub counters: Arc<Counters>,
     /// Every row read so far, sorted.
     pub counts: RowCounts,
 }

@@ -19,8 +19,9 @@ use crate::campaign_monitor::{ConsentToTrack, ImportField, ImportSubscriber};
 /// Longest custom field value the API takes.
 pub const MAX_FIELD_CHARS: usize = 250;
 
-/// Where each mapped value sits in the batches the export query yields.
-#[derive(Debug, Clone)]
+/// Where each mapped value sits in the batches the export query yields. The default has
+/// the address in column 0 and nothing else.
+#[derive(Debug, Clone, Default)]
 pub struct Layout {
     pub email: usize,
     pub name: Option<usize>,
@@ -420,18 +421,9 @@ mod tests {
 
     fn layout() -> Layout {
         Layout {
-            email: 0,
-            name: None,
-            consent: None,
             consent_default: ConsentToTrack::Yes,
             fields: vec![FieldLayout::plain("City", "city", 1)],
-            key: None,
-            mobile: None,
-            sms_consent: None,
-            sms_consent_default: None,
-            clear_nulls: false,
-            sources: vec![],
-            synced: None,
+            ..Default::default()
         }
     }
 

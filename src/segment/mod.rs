@@ -215,6 +215,14 @@ fn find<'a>(schema: &'a Schema, segment: &str, column: &str, key: &str) -> Resul
         })
 }
 
+/// The column a consent is read from, if it is read from one.
+fn consent_column(consent: Option<&Consent>) -> Option<&String> {
+    match consent {
+        Some(Consent::Column(column)) => Some(column),
+        _ => None,
+    }
+}
+
 /// Options named by the mapping, `None` when it names none.
 fn known(options: &[String]) -> Option<Vec<String>> {
     (!options.is_empty()).then(|| options.to_vec())
@@ -255,45 +263,33 @@ async fn export_query(ctx: &SessionContext, pipeline: &Pipeline) -> Result<(Data
         };
         let mut exprs = vec![email.alias("email")];
         let mut sources = vec![mapping.email.clone()];
-        let mut place = |expr: Expr, alias: String, source: &str, exprs: &mut Vec<Expr>| {
-            exprs.push(expr.alias(alias));
-            sources.push(source.to_owned());
-            sources.len() - 1
+        // Each mapped column, as text under its own alias; its index in the projection.
+        let mut project = |column: Option<&String>, key: &str, alias: String| -> Result<Option<usize>, SegmentError> {
+            let Some(column) = column else {
+                return Ok(None);
+            };
+            let t = find(&schema, name, column, key)?;
+            exprs.push(cast(as_text(column, t), DataType::Utf8View).alias(alias));
+            sources.push(column.clone());
+            Ok(Some(sources.len() - 1))
         };
-        let name_index = match &mapping.name {
-            Some(column) => {
-                let t = find(&schema, name, column, "mapping.name")?;
-                Some(place(
-                    cast(as_text(column, t), DataType::Utf8View),
-                    "name".into(),
-                    column,
-                    &mut exprs,
-                ))
-            }
-            None => None,
-        };
-        let consent_index = match &mapping.consent {
-            Consent::Column(column) => {
-                let t = find(&schema, name, column, "mapping.consent-to-track")?;
-                Some(place(
-                    cast(as_text(column, t), DataType::Utf8View),
-                    "consent".into(),
-                    column,
-                    &mut exprs,
-                ))
-            }
-            Consent::Constant(_) => None,
-        };
+        let name_index = project(mapping.name.as_ref(), "mapping.name", "name".into())?;
+        let consent_index = project(
+            consent_column(Some(&mapping.consent)),
+            "mapping.consent-to-track",
+            "consent".into(),
+        )?;
         let mut fields = Vec::new();
         for (i, field) in mapping.custom_fields.iter().enumerate() {
             let (key, column) = (&field.key, &field.column);
-            let t = find(&schema, name, column, &format!("mapping.custom-fields.{key}"))?;
-            let index = place(
-                cast(as_text(column, t), DataType::Utf8View),
+            let Some(index) = project(
+                Some(column),
+                &format!("mapping.custom-fields.{key}"),
                 format!("field_{i}"),
-                column,
-                &mut exprs,
-            );
+            )?
+            else {
+                continue;
+            };
             fields.push(FieldLayout {
                 values: match field.field_type {
                     None | Some(FieldType::Text | FieldType::Country | FieldType::USState) => FieldValues::Text,
@@ -310,42 +306,13 @@ async fn export_query(ctx: &SessionContext, pipeline: &Pipeline) -> Result<(Data
                 ..FieldLayout::plain(key, column, index)
             });
         }
-        let key_index = match &mapping.key {
-            Some(column) => {
-                let t = find(&schema, name, column, "mapping.key")?;
-                Some(place(
-                    cast(as_text(column, t), DataType::Utf8View),
-                    "row_key".into(),
-                    column,
-                    &mut exprs,
-                ))
-            }
-            None => None,
-        };
-        let mobile_index = match &mapping.mobile_number {
-            Some(column) => {
-                let t = find(&schema, name, column, "mapping.mobile-number")?;
-                Some(place(
-                    cast(as_text(column, t), DataType::Utf8View),
-                    "mobile".into(),
-                    column,
-                    &mut exprs,
-                ))
-            }
-            None => None,
-        };
-        let sms_index = match &mapping.sms_consent {
-            Some(Consent::Column(column)) => {
-                let t = find(&schema, name, column, "mapping.consent-to-send-sms")?;
-                Some(place(
-                    cast(as_text(column, t), DataType::Utf8View),
-                    "sms_consent".into(),
-                    column,
-                    &mut exprs,
-                ))
-            }
-            _ => None,
-        };
+        let key_index = project(mapping.key.as_ref(), "mapping.key", "row_key".into())?;
+        let mobile_index = project(mapping.mobile_number.as_ref(), "mapping.mobile-number", "mobile".into())?;
+        let sms_index = project(
+            consent_column(mapping.sms_consent.as_ref()),
+            "mapping.consent-to-send-sms",
+            "sms_consent".into(),
+        )?;
         let plan_err = |source| SegmentError::Plan {
             segments: chosen.join(", "),
             source,

@@ -541,10 +541,11 @@ async fn the_limit_rises_while_batches_wait_and_stops_at_max_concurrency() {
     let run = run_to_end(&pipeline, &connection, &options);
     let answer = async {
         let step = std::time::Duration::from_secs(60);
-        // Batches wait from the moment the scan has read every row (the limit holds them
-        // back); the first answer must come after that, or it rightly opens nothing.
+        // Batches wait once the batcher has queued them (the limit holds them back); the
+        // first answer must come after that, or it rightly opens nothing. Two queued: one is
+        // in the channel even if the other is still being handed over.
         emulator.imports_waiting(1).await;
-        while live.snapshot()["rows_scanned"] != 3000 {
+        while live.snapshot()["batches_queued"].as_u64().unwrap_or(0) < 2 {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         // The rate gate lets one request go alone until an answer says what the API's limit

@@ -5,14 +5,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use cm_export::config::{Connections, Pipeline};
 use cm_export::emulator::MemberState;
-use cm_export::export::{self, ProgressMode, RunOptions};
+use cm_export::export;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
-use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::support::{KEY, LIST, emulator};
+use crate::support::{LIST, emulator, local_export, write_profiles};
 
 const PIPELINE: &str = r#"
 [source]
@@ -57,11 +55,7 @@ fn profiles(dir: &Path) {
         ),
     ])
     .unwrap();
-    std::fs::create_dir(dir.join("profiles")).unwrap();
-    let file = std::fs::File::create(dir.join("profiles/part-0.parquet")).unwrap();
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
+    write_profiles(dir, &batch);
 }
 
 /// `(email, key, reason)` of every rejects row, sorted by key.
@@ -96,27 +90,7 @@ async fn every_reject_carries_its_rows_key_and_plan_shows_it() {
     });
     let dir = tempfile::tempdir().unwrap();
     profiles(dir.path());
-    std::fs::write(dir.path().join("key.txt"), KEY).unwrap();
-    std::fs::write(
-        dir.path().join("connections.toml"),
-        format!(
-            "[cm]\ndisplay-name = \"T\"\ndata-privacy-consent = true\napi-key-file = \"key.txt\"\nexport-user = \"t\"\nbase-url = \"{}\"\n",
-            emulator.base_url()
-        ),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("keys.toml"), PIPELINE).unwrap();
-    let pipeline = Pipeline::load(&dir.path().join("keys.toml")).unwrap();
-    let connection = Connections::load(&dir.path().join("connections.toml"))
-        .unwrap()
-        .get("cm")
-        .unwrap()
-        .clone();
-    let options = RunOptions {
-        state_dir: Some(dir.path().join("state")),
-        progress: ProgressMode::Never,
-        ..RunOptions::default()
-    };
+    let (pipeline, connection, options) = local_export(&emulator, dir.path(), PIPELINE);
 
     let plan = export::plan(&pipeline, &options).await.unwrap();
     assert_eq!(

@@ -6,14 +6,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use cm_export::config::{Connections, Pipeline};
 use cm_export::emulator::{Emulator, Member};
-use cm_export::export::{self, ProgressMode, RunOptions};
+use cm_export::export;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
-use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::support::{KEY, LIST, emulator};
+use crate::support::{LIST, emulator, local_export, write_profiles};
 
 const PIPELINE: &str = r#"
 [source]
@@ -45,44 +43,21 @@ fn profiles(dir: &Path, rows: &[Row]) {
         ("city", Arc::new(StringArray::from_iter(rows.iter().map(|r| r.3)))),
     ])
     .unwrap();
-    write(dir, &batch);
+    write_profiles(dir, &batch);
 }
 
-/// `batch` as the only file of `DIR/profiles`.
-fn write(dir: &Path, batch: &RecordBatch) {
-    let _ = std::fs::remove_dir_all(dir.join("profiles"));
-    std::fs::create_dir(dir.join("profiles")).unwrap();
-    let file = std::fs::File::create(dir.join("profiles/part-0.parquet")).unwrap();
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), None).unwrap();
-    writer.write(batch).unwrap();
-    writer.close().unwrap();
-}
-
-async fn run(emulator: &Emulator, dir: &Path, pipeline: &str) -> cm_export::state::Report {
-    std::fs::write(dir.join("key.txt"), KEY).unwrap();
-    std::fs::write(
-        dir.join("connections.toml"),
-        format!(
-            "[cm]\ndisplay-name = \"T\"\ndata-privacy-consent = true\napi-key-file = \"key.txt\"\nexport-user = \"t\"\nbase-url = \"{}\"\n",
-            emulator.base_url()
-        ),
-    )
-    .unwrap();
-    std::fs::write(dir.join("mapping.toml"), pipeline).unwrap();
-    let pipeline = Pipeline::load(&dir.join("mapping.toml")).unwrap();
-    let connection = Connections::load(&dir.join("connections.toml"))
-        .unwrap()
-        .get("cm")
-        .unwrap()
-        .clone();
-    let options = RunOptions {
-        state_dir: Some(dir.join("state")),
-        progress: ProgressMode::Never,
-        ..RunOptions::default()
-    };
+async fn run(emulator: &Emulator, dir: &Path, text: &str) -> cm_export::state::Report {
+    let (pipeline, connection, options) = local_export(emulator, dir, text);
     export::run(&pipeline, &connection, None, &options, std::future::pending())
         .await
         .unwrap()
+}
+
+/// The run's error: it must have sent nothing.
+async fn run_err(emulator: &Emulator, dir: &Path, text: &str) -> String {
+    let report = run(emulator, dir, text).await;
+    assert_eq!(report.members_sent, 0);
+    report.error.unwrap()
 }
 
 /// `(mobile, SMS consent, fields)` of a member of the list.
@@ -238,7 +213,6 @@ async fn missing_fields_and_options_are_created_with_their_types_and_a_clash_sen
 
     // Without `create-missing-fields`, the missing field stops the run before anything is sent.
     let without = TYPED.replace("create-missing-fields = true", "create-missing-fields = false");
-    std::fs::write(dir.path().join("key.txt"), KEY).unwrap();
     let error = run_err(&emulator, dir.path(), &without).await;
     assert!(
         error.contains(
@@ -290,34 +264,6 @@ async fn missing_fields_and_options_are_created_with_their_types_and_a_clash_sen
     assert_eq!(fields(&emulator).len(), 3);
 }
 
-async fn run_err(emulator: &Emulator, dir: &Path, pipeline: &str) -> String {
-    std::fs::write(
-        dir.join("connections.toml"),
-        format!(
-            "[cm]\ndisplay-name = \"T\"\ndata-privacy-consent = true\napi-key-file = \"key.txt\"\nexport-user = \"t\"\nbase-url = \"{}\"\n",
-            emulator.base_url()
-        ),
-    )
-    .unwrap();
-    std::fs::write(dir.join("mapping.toml"), pipeline).unwrap();
-    let pipeline = Pipeline::load(&dir.join("mapping.toml")).unwrap();
-    let connection = Connections::load(&dir.join("connections.toml"))
-        .unwrap()
-        .get("cm")
-        .unwrap()
-        .clone();
-    let options = RunOptions {
-        state_dir: Some(dir.join("state")),
-        progress: ProgressMode::Never,
-        ..RunOptions::default()
-    };
-    let report = export::run(&pipeline, &connection, None, &options, std::future::pending())
-        .await
-        .unwrap();
-    assert_eq!(report.members_sent, 0);
-    report.error.unwrap()
-}
-
 const VALUES: &str = r#"
 [source]
 path = "profiles"
@@ -367,8 +313,7 @@ async fn typed_values_are_checked_before_sending_and_sent_as_the_api_reads_them(
         ),
     ])
     .unwrap();
-    write(dir.path(), &batch);
-    std::fs::write(dir.path().join("key.txt"), KEY).unwrap();
+    write_profiles(dir.path(), &batch);
     let report = run(&emulator, dir.path(), VALUES).await;
     assert_eq!(report.members_sent, 1, "{report:?}");
     assert_eq!(

@@ -151,3 +151,48 @@ pub fn server(variable: &str, what: &str) -> Option<String> {
         }
     }
 }
+
+/// `batch` as the only Parquet file of `DIR/profiles`.
+pub fn write_profiles(dir: &Path, batch: &datafusion::arrow::array::RecordBatch) {
+    let _ = std::fs::remove_dir_all(dir.join("profiles"));
+    std::fs::create_dir(dir.join("profiles")).unwrap();
+    let file = std::fs::File::create(dir.join("profiles/part-0.parquet")).unwrap();
+    let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(batch).unwrap();
+    writer.close().unwrap();
+}
+
+/// An export as the library runs it: `text` as `DIR/export.toml`, connection `cm` to
+/// `emulator` (the key in a file), state kept in `DIR/state`, no progress display.
+pub fn local_export(
+    emulator: &Emulator,
+    dir: &Path,
+    text: &str,
+) -> (
+    cm_export::config::Pipeline,
+    cm_export::config::Connection,
+    cm_export::export::RunOptions,
+) {
+    std::fs::write(dir.join("key.txt"), KEY).unwrap();
+    std::fs::write(
+        dir.join("connections.toml"),
+        format!(
+            "[cm]\ndisplay-name = \"T\"\ndata-privacy-consent = true\napi-key-file = \"key.txt\"\nexport-user = \"t\"\nbase-url = \"{}\"\n",
+            emulator.base_url()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("export.toml"), text).unwrap();
+    let pipeline = cm_export::config::Pipeline::load(&dir.join("export.toml")).unwrap();
+    let connection = cm_export::config::Connections::load(&dir.join("connections.toml"))
+        .unwrap()
+        .get("cm")
+        .unwrap()
+        .clone();
+    let options = cm_export::export::RunOptions {
+        state_dir: Some(dir.join("state")),
+        progress: cm_export::export::ProgressMode::Never,
+        ..cm_export::export::RunOptions::default()
+    };
+    (pipeline, connection, options)
+}

@@ -36,7 +36,8 @@
 //!   streamed back.
 //! - [`config`]: pipeline (`pipelines/NAME.toml`) and connection (`connections.toml`)
 //!   definitions, parsed strictly into checked types before any other I/O.
-//! - [`members`]: normalises, validates and dedupes addresses; pure and hot.
+//! - [`members`]: normalises, validates and dedupes addresses, checks mobile numbers and
+//!   typed custom field values; pure and hot.
 //! - [`campaign_monitor`]: the API's wire types, the client, the pure classifier of its
 //!   answers, and the one check of URLs the tool sends to.
 //! - [`retry`]: capped exponential backoff with jitter, and the one retry loop.

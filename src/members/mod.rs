@@ -1,4 +1,5 @@
-//! The members stage: normalise and validate addresses, check field values, dedupe.
+//! The members stage: normalise and validate addresses, check mobile numbers and typed field
+//! values, dedupe.
 //! Pure and hot; unit-tested beside the code.
 
 mod dedupe;

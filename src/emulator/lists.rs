@@ -267,14 +267,10 @@ impl List {
     /// `PUT .../customfields/{key}/options.json`: a multi-select field's options, replaced
     /// or added to (keeping the order, no duplicates).
     pub fn set_field_options(&mut self, key: &str, options: Vec<String>, keep: bool) -> Result<(), ApiErrorBody> {
-        let bare = key.trim().trim_start_matches('[').trim_end_matches(']');
-        let Some(field) = self
-            .custom_fields
-            .iter_mut()
-            .find(|f| f.key[1..f.key.len() - 1].eq_ignore_ascii_case(bare))
-        else {
+        let Some(at) = self.field_at(key) else {
             return Err(api_error(253, "Invalid Custom Field Key"));
         };
+        let field = &mut self.custom_fields[at];
         if !matches!(field.data_type.as_str(), "MultiSelectOne" | "MultiSelectMany") {
             return Err(api_error(254, "Custom field is not a multi-option field"));
         }
@@ -289,12 +285,16 @@ impl List {
         Ok(())
     }
 
-    fn known_field(&self, key: &str) -> Option<&str> {
+    /// Where the field with `key` (with or without brackets, any case) is.
+    fn field_at(&self, key: &str) -> Option<usize> {
         let bare = key.trim().trim_start_matches('[').trim_end_matches(']');
         self.custom_fields
             .iter()
-            .find(|f| f.key[1..f.key.len() - 1].eq_ignore_ascii_case(bare))
-            .map(|f| f.field_name.as_str())
+            .position(|f| f.key[1..f.key.len() - 1].eq_ignore_ascii_case(bare))
+    }
+
+    fn known_field(&self, key: &str) -> Option<&str> {
+        self.field_at(key).map(|at| self.custom_fields[at].field_name.as_str())
     }
 
     /// `POST /subscribers/{listid}/import.json`.

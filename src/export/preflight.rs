@@ -102,29 +102,32 @@ pub async fn connect(
     Ok((client, found))
 }
 
-/// The mapped fields against the list's: the list's key of each found, and what it lacks.
+/// The mapped fields against the list's, in the mapping's order: `None` for a field the
+/// list lacks.
 #[derive(Debug, Default)]
-pub struct ListFields {
-    /// The list's own key (bare), in the mapping's order; `None` for a field it lacks.
-    keys: Vec<Option<String>>,
-    /// Per mapped field, the options the mapping names that the list's field lacks...
-    missing_options: Vec<Vec<String>>,
-    /// ... and those it has.
-    options: Vec<Vec<String>>,
+pub struct ListFields(Vec<Option<OnList>>);
+
+/// A mapped field the list has.
+#[derive(Debug)]
+struct OnList {
+    /// The list's own key, bare.
+    key: String,
+    name: String,
+    /// Its options, and those the mapping names that it lacks.
+    options: Vec<String>,
+    missing: Vec<String>,
 }
 
 impl ListFields {
     fn compare(list_id: &str, mapped: &[FieldMapping], fields: &[CustomField]) -> Result<Self, ExportError> {
-        let mut found = Self::default();
+        let mut found = Vec::with_capacity(mapped.len());
         for field in mapped {
             let wanted = comparable(&field.key);
-            let on_list = fields
+            let Some(on_list) = fields
                 .iter()
-                .find(|f| comparable(&f.key) == wanted || comparable(&f.field_name) == wanted);
-            let Some(on_list) = on_list else {
-                found.keys.push(None);
-                found.missing_options.push(Vec::new());
-                found.options.push(Vec::new());
+                .find(|f| comparable(&f.key) == wanted || comparable(&f.field_name) == wanted)
+            else {
+                found.push(None);
                 continue;
             };
             if let Some(mapped) = field.field_type
@@ -138,20 +141,19 @@ impl ListFields {
                     mapped: mapped.as_str(),
                 });
             }
-            found.keys.push(Some(
-                on_list.key.trim_start_matches('[').trim_end_matches(']').to_owned(),
-            ));
-            found.missing_options.push(
-                field
+            found.push(Some(OnList {
+                key: on_list.key.trim_start_matches('[').trim_end_matches(']').to_owned(),
+                name: on_list.field_name.clone(),
+                options: on_list.field_options.clone(),
+                missing: field
                     .options
                     .iter()
                     .filter(|o| !on_list.field_options.contains(o))
                     .cloned()
                     .collect(),
-            );
-            found.options.push(on_list.field_options.clone());
+            }));
         }
-        Ok(found)
+        Ok(Self(found))
     }
 
     /// Without `create-missing-fields`: the first missing field or options, as the error.
@@ -161,8 +163,8 @@ impl ListFields {
         mapped: &[FieldMapping],
         fields: &[CustomField],
     ) -> Result<(), ExportError> {
-        for ((field, key), missing) in mapped.iter().zip(&self.keys).zip(&self.missing_options) {
-            let Some(key) = key else {
+        for (field, on_list) in mapped.iter().zip(&self.0) {
+            let Some(on_list) = on_list else {
                 return Err(ExportError::UnknownCustomField {
                     list_id: list_id.to_owned(),
                     key: field.key.clone(),
@@ -176,16 +178,17 @@ impl ListFields {
                     },
                 });
             };
-            if !missing.is_empty() {
-                let name = fields
-                    .iter()
-                    .find(|f| f.key.trim_start_matches('[').trim_end_matches(']') == key)
-                    .map_or(key, |f| &f.field_name);
+            if !on_list.missing.is_empty() {
                 return Err(ExportError::MissingFieldOptions {
                     list_id: list_id.to_owned(),
                     key: field.key.clone(),
-                    field: name.clone(),
-                    missing: missing.iter().map(|o| format!("`{o}`")).collect::<Vec<_>>().join(", "),
+                    field: on_list.name.clone(),
+                    missing: on_list
+                        .missing
+                        .iter()
+                        .map(|o| format!("`{o}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 });
             }
         }
@@ -202,16 +205,20 @@ impl ListFields {
         list_id: &str,
         mapped: &[FieldMapping],
     ) -> Result<Vec<(String, Vec<String>)>, ExportError> {
-        let mut keys = Vec::with_capacity(mapped.len());
-        let found = self.keys.into_iter().zip(self.missing_options).zip(self.options);
-        for (field, ((key, missing), mut options)) in mapped.iter().zip(found) {
+        let mut made = Vec::with_capacity(mapped.len());
+        for (field, on_list) in mapped.iter().zip(self.0) {
             let failed = |source| ExportError::FieldNotPrepared {
                 list_id: list_id.to_owned(),
                 field: field.key.clone(),
                 source,
             };
-            let key = match key {
-                Some(key) => {
+            match on_list {
+                Some(OnList {
+                    key,
+                    mut options,
+                    missing,
+                    ..
+                }) => {
                     if !missing.is_empty() {
                         retry_call(backoff, || client.add_field_options(list_id, &key, &missing))
                             .await
@@ -219,7 +226,7 @@ impl ListFields {
                         tracing::info!(field = %field.key, options = missing.len(), "added options to a custom field");
                         options.extend(missing);
                     }
-                    key
+                    made.push((key, options));
                 }
                 None => {
                     let new = NewCustomField {
@@ -232,13 +239,12 @@ impl ListFields {
                         .await
                         .map_err(failed)?;
                     tracing::info!(field = %field.key, r#type = field.created_as().as_str(), "created a custom field");
-                    options = field.options.clone();
-                    key.trim_start_matches('[').trim_end_matches(']').to_owned()
+                    let key = key.trim_start_matches('[').trim_end_matches(']').to_owned();
+                    made.push((key, field.options.clone()));
                 }
-            };
-            keys.push((key, options));
+            }
         }
-        Ok(keys)
+        Ok(made)
     }
 }
 
@@ -348,16 +354,9 @@ mod tests {
             mapped("Age", FieldType::Number, &[]),
         ];
         let found = ListFields::compare("L", &mapping, &fields).unwrap();
-        assert_eq!(
-            found.keys,
-            [
-                Some("LoyaltyTier".into()),
-                Some("LoyaltyTier".into()),
-                Some("city".into()),
-                None
-            ]
-        );
-        assert_eq!(found.missing_options[0], ["gold"]);
+        let keys: Vec<Option<&str>> = found.0.iter().map(|f| f.as_ref().map(|f| f.key.as_str())).collect();
+        assert_eq!(keys, [Some("LoyaltyTier"), Some("LoyaltyTier"), Some("city"), None]);
+        assert_eq!(found.0[0].as_ref().unwrap().missing, ["gold"]);
         let error = found.refuse_missing("L", &mapping, &fields).unwrap_err().to_string();
         assert!(
             error.contains("custom field `Loyalty Tier` lacks the option(s) `gold`"),

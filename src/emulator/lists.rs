@@ -293,10 +293,6 @@ impl List {
             .position(|f| f.key[1..f.key.len() - 1].eq_ignore_ascii_case(bare))
     }
 
-    fn known_field(&self, key: &str) -> Option<&str> {
-        self.field_at(key).map(|at| self.custom_fields[at].field_name.as_str())
-    }
-
     /// `POST /subscribers/{listid}/import.json`.
     pub fn import(&mut self, request: IncomingImport, now: impl Into<Arc<str>>) -> ImportOutcome {
         let now = now.into();
@@ -405,13 +401,17 @@ impl List {
         let mut fields = Vec::new();
         let mut cleared = Vec::new();
         for field in subscriber.custom_fields.iter().flatten() {
-            // Like the real API, keys the list does not define are ignored.
-            let Some(name) = self.known_field(&field.key).map(str::to_owned) else {
+            // Like the real API, keys the list does not define are ignored...
+            let Some(at) = self.field_at(&field.key) else {
                 continue;
             };
+            let defined = &self.custom_fields[at];
+            let name = defined.field_name.clone();
             if field.clear == Some(true) {
                 cleared.push(name);
-            } else if let Some(value) = &field.value {
+            } else if let Some(value) = &field.value
+                && readable(defined, value)
+            {
                 fields.push((name, value.to_string()));
             }
         }
@@ -480,6 +480,20 @@ enum Target {
     New(u64),
 }
 
+/// ... and so are values a field cannot hold: a number that is not one, a date it cannot
+/// read, an option the field lacks. The API answers as if they were taken.
+fn readable(field: &CustomField, value: &str) -> bool {
+    let value = value.trim();
+    match field.data_type.as_str() {
+        "Number" => value.parse::<f64>().is_ok_and(f64::is_finite),
+        "Date" => chrono::NaiveDate::parse_from_str(value, "%Y/%m/%d")
+            .or_else(|_| chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d"))
+            .is_ok(),
+        "MultiSelectOne" | "MultiSelectMany" => field.field_options.iter().any(|o| o.eq_ignore_ascii_case(value)),
+        _ => true,
+    }
+}
+
 fn normal_consent(text: &str) -> Option<&'static str> {
     ["Yes", "No", "Unchanged"]
         .into_iter()
@@ -545,6 +559,44 @@ fn plausible_email(email: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_a_field_cannot_hold_are_dropped_without_a_word() {
+        let mut list = List::new("l", "t");
+        list.add_custom_field("Age", "Number", vec![], true).unwrap();
+        list.add_custom_field("Joined", "Date", vec![], true).unwrap();
+        list.add_custom_field("Tier", "MultiSelectOne", vec!["Gold".into()], true)
+            .unwrap();
+        let field = |key: &'static str, value: &'static str| IncomingField {
+            key: key.into(),
+            value: Some(value.into()),
+            clear: None,
+        };
+        let with = |fields: Vec<IncomingField<'static>>| IncomingSubscriber {
+            custom_fields: Some(fields),
+            ..sub("a@x.com", Some("Yes"))
+        };
+        list.add(
+            with(vec![
+                field("Age", "abc"),
+                field("Joined", "2023-02-29"),
+                field("Tier", "platinum"),
+            ]),
+            "now",
+        )
+        .unwrap();
+        assert!(list.member("a@x.com").unwrap().custom_fields.is_empty());
+        list.add(
+            with(vec![
+                field("Age", "42"),
+                field("Joined", "2024/02/29"),
+                field("Tier", "gold"),
+            ]),
+            "now",
+        )
+        .unwrap();
+        assert_eq!(list.member("a@x.com").unwrap().custom_fields.len(), 3);
+    }
 
     #[test]
     fn plausible_addresses_by_bytes_agree_with_the_rule_by_characters() {

@@ -2,7 +2,11 @@
 //! validate the address, check field values, dedupe. The hot path: no per-row allocation
 //! but for the members that survive.
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, LargeStringArray, RecordBatch, StringArray, StringViewArray};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, LargeStringArray, RecordBatch, StringArray, StringBuilder, StringViewArray,
+};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::datatypes::UInt64Type;
@@ -156,12 +160,41 @@ impl Strings<'_> {
     }
 }
 
-/// Dictionaries (and anything else castable) become plain strings once per batch.
+/// Between the items of a list column read as text: a MultiSelectMany field's values are
+/// split on it again (no option holds a control character).
+pub const ITEM_SEPARATOR: &str = "\u{1f}";
+
+/// Dictionaries (and anything else castable) become plain strings once per batch; a list
+/// column becomes its items joined by [`ITEM_SEPARATOR`].
 fn plain(array: &ArrayRef) -> Result<ArrayRef, ArrowError> {
     match array.data_type() {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Ok(array.clone()),
+        DataType::List(_) => joined(array.as_list::<i32>().iter()),
+        DataType::LargeList(_) => joined(array.as_list::<i64>().iter()),
         _ => cast(array, &DataType::Utf8View),
     }
+}
+
+fn joined(rows: impl Iterator<Item = Option<ArrayRef>>) -> Result<ArrayRef, ArrowError> {
+    let mut out = StringBuilder::new();
+    let mut text = String::new();
+    for row in rows {
+        let Some(items) = row else {
+            out.append_null();
+            continue;
+        };
+        let items = plain(&items)?;
+        let values = strings(&items);
+        text.clear();
+        for value in (0..items.len()).filter_map(|i| values.get(i)) {
+            if !text.is_empty() {
+                text.push_str(ITEM_SEPARATOR);
+            }
+            text.push_str(value);
+        }
+        out.append_value(&text);
+    }
+    Ok(Arc::new(out.finish()))
 }
 
 fn strings(array: &ArrayRef) -> Strings<'_> {

@@ -12,7 +12,7 @@ mod values;
 
 pub use dedupe::Dedupe;
 pub use email::{EmailProblem, WHITESPACE, mask, normalise};
-pub use extract::{Change, Extractor, FieldLayout, Layout, MAX_FIELD_CHARS, RowCounts, is_string_type};
+pub use extract::{Change, Extractor, FieldLayout, ITEM_SEPARATOR, Layout, MAX_FIELD_CHARS, RowCounts, is_string_type};
 pub use mobile::normalise_mobile;
 pub use reject::{Reject, RejectReason};
 pub use typed::FieldValues;

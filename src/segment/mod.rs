@@ -20,7 +20,7 @@ use datafusion::logical_expr::LogicalPlan;
 use crate::campaign_monitor::FieldType;
 use crate::config::{Consent, Engine, Pipeline};
 use crate::engine;
-use crate::members::{FieldLayout, FieldValues, Layout, is_string_type};
+use crate::members::{FieldLayout, FieldValues, ITEM_SEPARATOR, Layout, is_string_type};
 use crate::source::{self, Snapshot, SourceError};
 
 #[derive(Debug, thiserror::Error)]
@@ -223,6 +223,16 @@ fn consent_column(consent: Option<&Consent>) -> Option<&String> {
     }
 }
 
+fn is_list(data_type: &DataType) -> bool {
+    matches!(data_type, DataType::List(_) | DataType::LargeList(_))
+}
+
+/// Whether `column` fills a MultiSelectMany field (and only such fields).
+fn many_from(mapping: &crate::config::Mapping, column: &str) -> bool {
+    let fields: Vec<_> = mapping.custom_fields.iter().filter(|f| f.column == column).collect();
+    !fields.is_empty() && fields.iter().all(|f| f.field_type == Some(FieldType::MultiSelectMany))
+}
+
 /// Options named by the mapping, `None` when it names none.
 fn known(options: &[String]) -> Option<Vec<String>> {
     (!options.is_empty()).then(|| options.to_vec())
@@ -263,13 +273,18 @@ async fn export_query(ctx: &SessionContext, pipeline: &Pipeline) -> Result<(Data
         };
         let mut exprs = vec![email.alias("email")];
         let mut sources = vec![mapping.email.clone()];
-        // Each mapped column, as text under its own alias; its index in the projection.
+        // Each mapped column, as text under its own alias (a list column of a MultiSelectMany
+        // field as it is: the extractor joins its items); its index in the projection.
         let mut project = |column: Option<&String>, key: &str, alias: String| -> Result<Option<usize>, SegmentError> {
             let Some(column) = column else {
                 return Ok(None);
             };
             let t = find(&schema, name, column, key)?;
-            exprs.push(cast(as_text(column, t), DataType::Utf8View).alias(alias));
+            let value = match is_list(t) && many_from(mapping, column) {
+                true => ident(column),
+                false => cast(as_text(column, t), DataType::Utf8View),
+            };
+            exprs.push(value.alias(alias));
             sources.push(column.clone());
             Ok(Some(sources.len() - 1))
         };
@@ -299,7 +314,10 @@ async fn export_query(ctx: &SessionContext, pipeline: &Pipeline) -> Result<(Data
                     Some(FieldType::MultiSelectOne) => FieldValues::OneOf(known(&field.options)),
                     Some(FieldType::MultiSelectMany) => FieldValues::ManyOf {
                         options: known(&field.options),
-                        delimiter: field.delimiter.clone(),
+                        delimiter: match is_list(find(&schema, name, column, key)?) {
+                            true => Some(ITEM_SEPARATOR.to_owned()),
+                            false => field.delimiter.clone(),
+                        },
                     },
                 },
                 stated: field.field_type.map(FieldType::as_str),

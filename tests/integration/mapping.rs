@@ -355,3 +355,55 @@ async fn typed_values_are_checked_before_sending_and_sent_as_the_api_reads_them(
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_column_fills_a_multi_select_many_field_one_key_per_item() {
+    use datafusion::arrow::array::{ListBuilder, StringBuilder};
+    let emulator = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut interests = ListBuilder::new(StringBuilder::new());
+    for items in [vec!["music", "Books"], vec!["Film", "golf"], vec![]] {
+        for item in items {
+            interests.values().append_value(item);
+        }
+        interests.append(true);
+    }
+    let batch = RecordBatch::try_from_iter([
+        (
+            "email",
+            Arc::new(StringArray::from_iter_values([
+                "a@example.com",
+                "b@example.com",
+                "c@example.com",
+            ])) as ArrayRef,
+        ),
+        ("interests", Arc::new(interests.finish()) as ArrayRef),
+    ])
+    .unwrap();
+    write_profiles(dir.path(), &batch);
+    let text = VALUES.replace(
+        r#"Age = { column = "age", type = "Number" }
+Joined = { column = "joined", type = "Date" }
+Tier = { column = "tier", type = "MultiSelectOne", options = ["Bronze", "Gold"] }
+Interests = { column = "interests", type = "MultiSelectMany", options = ["Books", "Music", "Film"], delimiter = ";" }"#,
+        r#"Interests = { column = "interests", type = "MultiSelectMany", options = ["Books", "Music", "Film"] }"#,
+    );
+    let report = run(&emulator, dir.path(), &text).await;
+    assert_eq!(report.members_sent, 2, "{report:?}");
+    assert_eq!(
+        on_list(&emulator, "a@example.com").2,
+        [
+            ("Interests".to_owned(), "Music".to_owned()),
+            ("Interests".into(), "Books".into())
+        ]
+    );
+    assert!(on_list(&emulator, "c@example.com").2.is_empty());
+    let rejected = rejects(report.rejects_file.as_ref().unwrap());
+    assert_eq!(rejected.len(), 1);
+    assert!(
+        rejected[0]
+            .2
+            .contains("`golf` is not one of the field's options (Books, Music, Film)"),
+        "{rejected:?}"
+    );
+}

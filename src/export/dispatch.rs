@@ -16,10 +16,10 @@ use super::error::ExportError;
 use super::options::StopReason;
 use super::progress::Counters;
 use super::send::{Delivery, Sender, Sent};
-use super::tally::Tally;
+use super::tally::{Tally, failure_keys};
 use crate::campaign_monitor::ImportBatch;
 use crate::members::fingerprint;
-use crate::state::{Journal, StateError};
+use crate::state::{AcceptedBatch, Journal, StateError};
 
 /// How the sending ended.
 pub enum Dispatched {
@@ -123,11 +123,17 @@ impl Dispatcher<'_> {
                     true => members.iter().map(fingerprint).collect(),
                     false => Vec::new(),
                 };
-                let emails = members.iter().map(|m| m.email_address.as_str());
-                let journaled = self
-                    .journal
-                    .accepted(number, new, existing, emails, &failures, &fingerprints);
-                self.tally.accepted(new, existing, members, &failures);
+                let keys = failure_keys(members, &failures);
+                let journaled = self.journal.accepted(&AcceptedBatch {
+                    batch: number,
+                    new,
+                    existing,
+                    emails: members.iter().map(|m| m.email_address.as_str()).collect(),
+                    failures: &failures,
+                    fingerprints: &fingerprints,
+                    failure_keys: &keys,
+                });
+                self.tally.accepted(new, existing, &failures, &keys);
                 self.counters.sent.fetch_add(new + existing, Ordering::Relaxed);
                 journaled.map_err(|e| StateError::from(e).into())
             }

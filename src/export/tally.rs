@@ -68,6 +68,23 @@ impl Rejects {
     }
 }
 
+/// The `[mapping] key` of each row the API refused, found among the batch's members by the
+/// address the API names (as sent); empty when no member has a key.
+pub fn failure_keys(members: &[ImportSubscriber], failures: &[ImportFailure]) -> Vec<Option<String>> {
+    if failures.is_empty() || members.iter().all(|m| m.row_key.is_none()) {
+        return Vec::new();
+    }
+    failures
+        .iter()
+        .map(|failure| {
+            members
+                .iter()
+                .find(|m| m.email_address.eq_ignore_ascii_case(failure.email_address.trim()))
+                .and_then(|m| m.row_key.clone())
+        })
+        .collect()
+}
+
 /// Members whose batch was not accepted because the run stopped first: into the rejects
 /// file as `not_sent`, so every member is accounted for.
 pub fn not_sent(rejects: &Rejects, members: &[ImportSubscriber]) -> u64 {
@@ -131,7 +148,7 @@ impl Tally {
     /// again (the rejects file is per attempt), without their keys: the journal keeps
     /// addresses only.
     pub fn replay(&mut self, batch: &Accepted) {
-        self.accepted(batch.new, batch.existing, &[], &batch.failures);
+        self.accepted(batch.new, batch.existing, &batch.failures, &batch.failure_keys);
     }
 
     /// A removal an earlier attempt made (or found done).
@@ -176,16 +193,12 @@ impl Tally {
         }
     }
 
-    /// A batch of `members` accepted, but for `failures`: each of those is found among the
-    /// members by address (the API names it as sent) for its row's key.
-    pub fn accepted(&mut self, new: u64, existing: u64, members: &[ImportSubscriber], failures: &[ImportFailure]) {
+    /// A batch accepted but for `failures`, whose rows' keys are `keys` (see [`failure_keys`]).
+    pub fn accepted(&mut self, new: u64, existing: u64, failures: &[ImportFailure], keys: &[Option<String>]) {
         self.new += new;
         self.existing += existing;
-        for failure in failures {
-            let key = members
-                .iter()
-                .find(|m| m.email_address.eq_ignore_ascii_case(failure.email_address.trim()))
-                .and_then(|m| m.row_key.as_deref());
+        for (i, failure) in failures.iter().enumerate() {
+            let key = keys.get(i).and_then(Option::as_deref);
             self.api_reject(&failure.email_address, key, failure.code, &failure.message);
         }
     }
@@ -248,6 +261,7 @@ impl Tally {
 mod tests {
     use super::*;
     use crate::campaign_monitor::ConsentToTrack;
+    use datafusion::arrow::array::AsArray;
     use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     fn member(email: &str) -> ImportSubscriber {
@@ -287,10 +301,28 @@ mod tests {
                 message: "Unsubscribed".into(),
             }],
             fingerprints: vec![],
+            failure_keys: vec![Some("c-4".into())],
         };
         tally.replay(&earlier);
         tally.resending(5);
         tally.accepted(1, 0, &[], &[]);
+        assert_eq!(
+            failure_keys(
+                &[
+                    member("x@y.com"),
+                    ImportSubscriber {
+                        row_key: Some("c-9".into()),
+                        ..member("Z@y.com")
+                    }
+                ],
+                &[ImportFailure {
+                    email_address: "z@y.com".into(),
+                    code: 1,
+                    message: "m".into()
+                }],
+            ),
+            [Some("c-9".to_owned())]
+        );
         tally.refused(&[member("e@x.com")], 204, "In suppression list");
         tally.not_sent(&[member("f@x.com"), member("g@x.com")]);
         tally.batched(
@@ -315,6 +347,16 @@ mod tests {
         assert_eq!((report.rows_matched, report.members_unique), (9, 7));
         // API 2 + not sent 2; the batcher writes the rows it rejects itself.
         assert_eq!(rows_in(&path), 4);
+        // The replayed refusal keeps the key its journal line kept.
+        let batch = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let keys = batch.column_by_name("key").unwrap().as_string::<i32>();
+        assert_eq!(keys.iter().flatten().collect::<Vec<_>>(), ["c-4"]);
     }
 
     #[test]
@@ -363,7 +405,6 @@ mod tests {
             )
             .unwrap()
         };
-        use datafusion::arrow::array::AsArray;
         assert_eq!(column("email").as_string::<i32>().value(0), "c@x.com");
         assert_eq!(column("reason").as_string::<i32>().value(0), "removal_failed");
         assert_eq!(column("api_code").as_string::<i32>().value(0), "1");

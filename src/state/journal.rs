@@ -48,6 +48,10 @@ pub struct Accepted {
     /// Each member's value fingerprint, as `emails`; empty when the export keeps no state.
     #[serde(default)]
     pub fingerprints: Vec<u64>,
+    /// The `[mapping] key` of each refused row, as `failures`; empty when the mapping has no
+    /// key (and in journals written before keys were kept).
+    #[serde(default)]
+    pub failure_keys: Vec<Option<String>>,
 }
 
 impl Accepted {
@@ -105,16 +109,21 @@ enum Line {
     Accepted(Accepted),
 }
 
-/// The accepted line, written from borrowed data: no address is copied to journal a batch.
+/// An accepted batch as its journal line records it, from borrowed data: no address is
+/// copied to journal a batch. Read back as [`Accepted`].
 #[derive(Serialize)]
-struct AcceptedRef<'a> {
-    batch: u64,
-    new: u64,
-    existing: u64,
-    emails: Vec<&'a str>,
-    failures: &'a [ImportFailure],
+pub struct AcceptedBatch<'a> {
+    pub batch: u64,
+    pub new: u64,
+    pub existing: u64,
+    pub emails: Vec<&'a str>,
+    pub failures: &'a [ImportFailure],
+    /// The members' value fingerprints when the export keeps a synced state, else empty.
     #[serde(skip_serializing_if = "<[u64]>::is_empty")]
-    fingerprints: &'a [u64],
+    pub fingerprints: &'a [u64],
+    /// The `[mapping] key` of each failure's row, else empty.
+    #[serde(skip_serializing_if = "<[Option<String>]>::is_empty")]
+    pub failure_keys: &'a [Option<String>],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -209,26 +218,9 @@ impl Journal {
         self.write(&line)
     }
 
-    /// Records that the API accepted batch `batch`; `fingerprints` are its members' value
-    /// fingerprints when the export keeps a synced state (else empty).
-    pub fn accepted<'a>(
-        &mut self,
-        batch: u64,
-        new: u64,
-        existing: u64,
-        emails: impl Iterator<Item = &'a str>,
-        failures: &[ImportFailure],
-        fingerprints: &[u64],
-    ) -> Result<(), JournalError> {
-        let accepted = AcceptedRef {
-            batch,
-            new,
-            existing,
-            emails: emails.collect(),
-            failures,
-            fingerprints,
-        };
-        let mut line = serde_json::to_vec(&accepted).map_err(|e| self.error("write", std::io::Error::other(e)))?;
+    /// Records that the API accepted a batch.
+    pub fn accepted(&mut self, accepted: &AcceptedBatch<'_>) -> Result<(), JournalError> {
+        let mut line = serde_json::to_vec(accepted).map_err(|e| self.error("write", std::io::Error::other(e)))?;
         line.push(b'\n');
         self.write(&line)
     }
@@ -339,7 +331,15 @@ mod tests {
         let (mut journal, _) = Journal::open(&path).unwrap();
         journal.sending(0, 2).unwrap();
         journal
-            .accepted(0, 1, 0, ["A@x.com", "b@x.com"].into_iter(), &[failure()], &[7, 8])
+            .accepted(&AcceptedBatch {
+                batch: 0,
+                new: 1,
+                existing: 0,
+                emails: vec!["A@x.com", "b@x.com"],
+                failures: &[failure()],
+                fingerprints: &[7, 8],
+                failure_keys: &[Some("c-1".into())],
+            })
             .unwrap();
         journal.sending(1, 1).unwrap();
         // Refused for good: answered, and nothing of it landed.
@@ -356,11 +356,22 @@ mod tests {
         let (mut journal, progress) = Journal::open(&path).unwrap();
         assert_eq!(progress.batches.len(), 1);
         assert_eq!(progress.batches[0].failures[0].code, 206);
+        assert_eq!(progress.batches[0].failure_keys, [Some("c-1".to_owned())]);
         assert!(progress.sent.contains("a@x.com") && progress.sent.contains("b@x.com"));
         assert_eq!(progress.unanswered_members, 1);
         assert_eq!(progress.next_batch, 6);
         journal.sending(6, 1).unwrap();
-        journal.accepted(6, 1, 0, ["c@x.com"].into_iter(), &[], &[9]).unwrap();
+        journal
+            .accepted(&AcceptedBatch {
+                batch: 6,
+                new: 1,
+                existing: 0,
+                emails: vec!["c@x.com"],
+                failures: &[],
+                fingerprints: &[9],
+                failure_keys: &[],
+            })
+            .unwrap();
         journal.dropped(&Dropped::Removed("d@x.com".into())).unwrap();
         journal.dropped(&Dropped::Gone("e@x.com".into())).unwrap();
         drop(journal);

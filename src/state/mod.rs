@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub use files::{create_private, open_private, write_atomic};
 pub use fingerprint::{Fingerprint, SendsTo};
 pub use history::{HISTORY_FILE, History, HistoryEntry, HistoryError};
-pub use journal::{Accepted, Dropped, Journal, JournalError, Progress};
+pub use journal::{Accepted, AcceptedBatch, Dropped, Journal, JournalError, Progress};
 pub use lock::{ExportLock, Holder, LockError};
 pub use report::{Rejected, Report, RunStatus, Trigger};
 

@@ -285,6 +285,17 @@ mod tests {
             .sum()
     }
 
+    /// The rejects file's first record batch (these tests write fewer rows than one holds).
+    fn first_batch(path: &Path) -> datafusion::arrow::array::RecordBatch {
+        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+    }
+
     #[test]
     fn counts_every_member_once_and_writes_every_reject() {
         let dir = tempfile::tempdir().unwrap();
@@ -348,13 +359,7 @@ mod tests {
         // API 2 + not sent 2; the batcher writes the rows it rejects itself.
         assert_eq!(rows_in(&path), 4);
         // The replayed refusal keeps the key its journal line kept.
-        let batch = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
-            .unwrap()
-            .build()
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap();
+        let batch = first_batch(&path);
         let keys = batch.column_by_name("key").unwrap().as_string::<i32>();
         assert_eq!(keys.iter().flatten().collect::<Vec<_>>(), ["c-4"]);
     }
@@ -391,13 +396,7 @@ mod tests {
             (2, 1, 1)
         );
         assert_eq!((report.requests, report.retries, report.rejected_rows()), (9, 3, 1));
-        let batch = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
-            .unwrap()
-            .build()
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap();
+        let batch = first_batch(&path);
         let column = |name: &str| {
             datafusion::arrow::compute::cast(
                 batch.column_by_name(name).unwrap(),

@@ -314,7 +314,8 @@ async fn export_query(ctx: &SessionContext, pipeline: &Pipeline) -> Result<(Data
                     Some(FieldType::MultiSelectOne) => FieldValues::OneOf(known(&field.options)),
                     Some(FieldType::MultiSelectMany) => FieldValues::ManyOf {
                         options: known(&field.options),
-                        delimiter: match is_list(find(&schema, name, column, key)?) {
+                        // The column was found by `project`: a list is joined on the separator.
+                        delimiter: match schema.field_with_name(column).is_ok_and(|f| is_list(f.data_type())) {
                             true => Some(ITEM_SEPARATOR.to_owned()),
                             false => field.delimiter.clone(),
                         },

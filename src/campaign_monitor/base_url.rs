@@ -78,10 +78,21 @@ impl BaseUrl {
 
     /// The OAuth token endpoint lives at the host's root: `https://api.createsend.com/oauth/token`.
     pub fn oauth_token_url(&self) -> String {
-        let mut url = self.0.clone();
-        url.set_path("/oauth/token");
-        url.set_query(None);
+        self.at_root("/oauth/token").to_string()
+    }
+
+    /// The page where a person lets an OAuth application in: `https://api.createsend.com/oauth`.
+    pub fn oauth_authorize_url(&self, query: &[(&str, &str)]) -> String {
+        let mut url = self.at_root("/oauth");
+        url.query_pairs_mut().extend_pairs(query);
         url.to_string()
+    }
+
+    fn at_root(&self, path: &str) -> Url {
+        let mut url = self.0.clone();
+        url.set_path(path);
+        url.set_query(None);
+        url
     }
 
     pub fn as_str(&self) -> &str {
@@ -158,5 +169,9 @@ mod tests {
         assert_eq!(base.oauth_token_url(), "http://127.0.0.1:8080/oauth/token");
         let real = BaseUrl::parse(DEFAULT_BASE_URL).unwrap();
         assert_eq!(real.oauth_token_url(), "https://api.createsend.com/oauth/token");
+        assert_eq!(
+            real.oauth_authorize_url(&[("client_id", "8998879"), ("scope", "ManageLists,ImportSubscribers")]),
+            "https://api.createsend.com/oauth?client_id=8998879&scope=ManageLists%2CImportSubscribers"
+        );
     }
 }

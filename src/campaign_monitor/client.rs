@@ -16,6 +16,7 @@ use super::base_url::BaseUrl;
 use super::classify::{ApiFailure, Class, RateLimit, Response, TransportError, TransportErrorKind, classify};
 use super::credentials::{Credentials, Secret};
 use super::import::ImportBatch;
+use super::token_file::TokenFile;
 use super::types::MemberState;
 use super::types::{
     ApiErrorBody, ClientSummary, CustomField, ListDetails, ListStats, ListSummary, NewCustomField, OAuthTokens,
@@ -61,6 +62,7 @@ enum Auth {
     Bearer {
         access: RwLock<HeaderValue>,
         refresh: Mutex<Option<Secret>>,
+        file: Option<TokenFile>,
     },
 }
 
@@ -97,7 +99,7 @@ fn bearer(token: &Secret) -> HeaderValue {
     sensitive(format!("Bearer {}", token.expose()))
 }
 
-fn describe(err: &reqwest::Error) -> String {
+pub(super) fn describe(err: &reqwest::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
@@ -149,9 +151,11 @@ impl Client {
             Credentials::OAuth {
                 access_token,
                 refresh_token,
+                file,
             } => Auth::Bearer {
                 access: RwLock::new(bearer(access_token)),
                 refresh: Mutex::new(refresh_token.clone()),
+                file: file.clone(),
             },
         };
         Ok(Self { http, base, auth })
@@ -205,26 +209,41 @@ impl Client {
         let response = self
             .send_once(&method, path, body.as_ref(), authorization.clone())
             .await?;
-        if response.status != StatusCode::UNAUTHORIZED.as_u16() || !is_expired_token(&response) {
+        if response.status != StatusCode::UNAUTHORIZED.as_u16() {
             return Ok(response);
         }
-        let Auth::Bearer { access, refresh } = &self.auth else {
+        let Auth::Bearer { access, refresh, file } = &self.auth else {
             return Ok(response);
         };
+        let Ok(refused) = serde_json::from_slice::<ApiErrorBody>(&response.body) else {
+            return Ok(response);
+        };
+        match refused.code {
+            121 => {}
+            // Invalid or revoked: only a new authorization helps.
+            120 | 122 => return Ok(with_remedy(response, refused.code, refused.message, file.as_ref())),
+            _ => return Ok(response),
+        }
         let mut refresh = refresh.lock().await;
         // Another request may have refreshed while this one waited for the lock.
         if *access.read().await == authorization {
-            let Some(token) = refresh.as_ref() else {
-                return Ok(response);
+            let renewed = match (file, refresh.as_ref()) {
+                (Some(file), _) => self.refresh_through(file, &authorization).await,
+                (None, Some(token)) => self
+                    .refresh_tokens(token)
+                    .await
+                    .map(|t| (Secret::new(t.access_token), Secret::new(t.refresh_token))),
+                (None, None) => return Ok(response),
             };
-            match self.refresh_tokens(token).await {
-                Ok(tokens) => {
-                    *access.write().await = bearer(&Secret::new(tokens.access_token));
-                    *refresh = Some(Secret::new(tokens.refresh_token));
+            match renewed {
+                Ok((new_access, new_refresh)) => {
+                    *access.write().await = bearer(&new_access);
+                    *refresh = Some(new_refresh);
                 }
                 Err(reason) => {
-                    tracing::warn!("OAuth token refresh failed: {reason}");
-                    return Ok(response);
+                    let why = format!("{}, and refreshing it failed ({reason})", refused.message);
+                    tracing::warn!("{why}");
+                    return Ok(with_remedy(response, refused.code, why, file.as_ref()));
                 }
             }
         }
@@ -233,28 +252,33 @@ impl Client {
         self.send_once(&method, path, body.as_ref(), authorization).await
     }
 
+    /// Refreshes the tokens of a token file under its lock: unless another process already
+    /// replaced the expired token (then its tokens are taken), and writes the new ones back.
+    async fn refresh_through(&self, file: &TokenFile, expired: &HeaderValue) -> Result<(Secret, Secret), String> {
+        let _lock = file.lock().await.map_err(|e| e.to_string())?;
+        let current = file
+            .read()
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("the token file `{}` is gone", file.path().display()))?;
+        if bearer(&current.access) != *expired {
+            return Ok((current.access, current.refresh));
+        }
+        let fresh = self.refresh_tokens(&current.refresh).await?;
+        if let Err(error) = file.write(&fresh, Some(current.authorized_at), chrono::Utc::now()) {
+            tracing::error!(
+                "{error}; this run goes on with the new tokens, but the next may need `cm-export connection authorize {}`",
+                file.connection()
+            );
+        }
+        Ok((Secret::new(fresh.access_token), Secret::new(fresh.refresh_token)))
+    }
+
     async fn refresh_tokens(&self, refresh_token: &Secret) -> Result<OAuthTokens, String> {
         let form = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", "refresh_token")
             .append_pair("refresh_token", refresh_token.expose())
             .finish();
-        let response = self
-            .http
-            .post(self.base.oauth_token_url())
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(form)
-            .send()
-            .await
-            .map_err(|e| describe(&e.without_url()))?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(|e| describe(&e.without_url()))?;
-        if !status.is_success() {
-            let detail = serde_json::from_slice::<super::types::OAuthError>(&body)
-                .map(|e| format!("{}: {}", e.error, e.error_description))
-                .unwrap_or_default();
-            return Err(format!("HTTP {} {detail}", status.as_u16()));
-        }
-        serde_json::from_slice(&body).map_err(|e| format!("unexpected token answer: {e}"))
+        super::oauth::token_request(&self.http, &self.base, form).await
     }
 
     async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<Bytes>) -> Result<T, ApiError> {
@@ -436,8 +460,24 @@ struct ApiEmail<'a> {
     email_address: &'a str,
 }
 
-fn is_expired_token(response: &Response) -> bool {
-    serde_json::from_slice::<ApiErrorBody>(&response.body).is_ok_and(|b| b.code == 121)
+/// An answer refusing the OAuth token, its message saying what to do: the status and code
+/// stay the API's, so the failure is classified as before.
+fn with_remedy(response: Response, code: i64, why: String, file: Option<&TokenFile>) -> Response {
+    let remedy = match file {
+        Some(file) => format!(
+            "run `cm-export connection authorize {}` to authorize the connection again",
+            file.connection()
+        ),
+        None => "put new tokens in the connection's environment variables".to_owned(),
+    };
+    let body = ApiErrorBody {
+        code,
+        message: format!("{why}; {remedy}"),
+    };
+    Response {
+        body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+        ..response
+    }
 }
 
 /// Runs a typed API call, retrying while the API is unavailable (5xx, 429, timeouts,

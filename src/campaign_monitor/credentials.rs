@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use super::token_file::TokenFile;
+
 /// A secret value (API key, token, client secret). Its `Debug` and `Display` print `***`;
 /// only [`Secret::expose`] gives the value, and only the request builder calls it.
 #[derive(Clone, PartialEq, Eq)]
@@ -34,10 +36,12 @@ impl fmt::Display for Secret {
 pub enum Credentials {
     /// HTTP Basic with the key as user name and `x` as password.
     ApiKey(Secret),
-    /// `Authorization: Bearer`; refreshed once on 401 code 121 when a refresh token is known.
+    /// `Authorization: Bearer`; refreshed once on 401 code 121 when a refresh token is known,
+    /// and written back to the token file they came from, if any.
     OAuth {
         access_token: Secret,
         refresh_token: Option<Secret>,
+        file: Option<TokenFile>,
     },
 }
 
@@ -70,6 +74,7 @@ mod tests {
         let creds = Credentials::OAuth {
             access_token: Secret::new("tok-123"),
             refresh_token: Some(Secret::new("ref-456")),
+            file: None,
         };
         let shown = format!(
             "{creds:?} {} {:?}",

@@ -6,6 +6,8 @@ mod classify;
 mod client;
 mod credentials;
 mod import;
+pub mod oauth;
+mod token_file;
 pub mod types;
 
 pub use base_url::{BaseUrl, BaseUrlError, DEFAULT_BASE_URL, Insecure, check_secure};
@@ -16,4 +18,5 @@ pub use import::{
     BatchSizeError, ConsentToTrack, ImportBatch, ImportField, ImportSubscriber, MAX_IMPORT_BATCH, MAX_REQUEST_BYTES,
     MAX_SUBSCRIBER_BYTES,
 };
+pub use token_file::{TokenFile, TokenFileError, Tokens};
 pub use types::{FieldType, MemberState};

@@ -3,6 +3,7 @@
 //! (the list's custom fields, to map columns to).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Subcommand;
 use cm_export::campaign_monitor::{ApiError, Client, ClientOptions, retry_call};
@@ -31,6 +32,20 @@ pub enum ConnectionCommand {
     /// The clients and lists the connection reaches: list id, title, active subscribers.
     Lists {
         name: String,
+        #[arg(long)]
+        connections: Option<PathBuf>,
+    },
+    /// Sign the connection in to Campaign Monitor through its OAuth application: opens the
+    /// authorize page, takes the code on the loopback redirect, keeps the tokens in the
+    /// connection's owner-only token file.
+    Authorize {
+        name: String,
+        /// Print the address only; do not open a browser.
+        #[arg(long)]
+        no_browser: bool,
+        /// How long to wait for the browser to come back, in minutes.
+        #[arg(long, value_name = "MINUTES", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
+        wait: u64,
         #[arg(long)]
         connections: Option<PathBuf>,
     },
@@ -63,6 +78,15 @@ pub async fn dispatch(command: ConnectionCommand) -> anyhow::Result<u8> {
         ConnectionCommand::Lists { name, connections } => {
             let all = load(connections.as_deref())?;
             lists(all.get(&name)?).await
+        }
+        ConnectionCommand::Authorize {
+            name,
+            no_browser,
+            wait,
+            connections,
+        } => {
+            let all = load(connections.as_deref())?;
+            super::authorize::authorize(all.get(&name)?, !no_browser, Duration::from_secs(wait * 60)).await
         }
         ConnectionCommand::Fields {
             name,
@@ -97,7 +121,7 @@ fn list(all: &Connections) -> anyhow::Result<u8> {
             }
             .to_owned(),
             if c.data_privacy_consent { "given" } else { "NOT GIVEN" }.to_owned(),
-            kind.to_owned(),
+            kind,
             from,
             c.alert_webhook
                 .as_ref()
@@ -109,7 +133,7 @@ fn list(all: &Connections) -> anyhow::Result<u8> {
 }
 
 /// The kind of credential and where it is read from, with whether it is there; never its value.
-fn credential_source(source: &CredentialSource) -> (&'static str, String) {
+fn credential_source(source: &CredentialSource) -> (String, String) {
     let env = |var: &str| {
         let state = match std::env::var(var) {
             Ok(v) if !v.trim().is_empty() => "set",
@@ -119,25 +143,45 @@ fn credential_source(source: &CredentialSource) -> (&'static str, String) {
         format!("env {var} ({state})")
     };
     match source {
-        CredentialSource::ApiKeyEnv(var) => ("API key", env(var)),
+        CredentialSource::ApiKeyEnv(var) => ("API key".to_owned(), env(var)),
         CredentialSource::ApiKeyFile(file) => (
-            "API key",
+            "API key".to_owned(),
             format!(
                 "file {} ({})",
                 file.display(),
                 if file.is_file() { "present" } else { "missing" }
             ),
         ),
-        CredentialSource::OAuth {
+        CredentialSource::OAuthEnv {
             access_token_env,
             refresh_token_env,
         } => (
-            "OAuth",
+            "oauth (tokens given)".to_owned(),
             match refresh_token_env {
                 Some(refresh) => format!("{}, refresh {}", env(access_token_env), env(refresh)),
                 None => env(access_token_env),
             },
         ),
+        CredentialSource::OAuthApp(app) => {
+            let file = app.token_file.path().display();
+            match app.token_file.read() {
+                Ok(Some(tokens)) => (
+                    format!(
+                        "oauth (authorized, refreshed {})",
+                        tokens.refreshed_at.format("%Y-%m-%d %H:%M UTC")
+                    ),
+                    format!("file {file}"),
+                ),
+                Ok(None) => (
+                    "oauth (not authorized)".to_owned(),
+                    format!(
+                        "file {file} (missing: run `cm-export connection authorize {}`)",
+                        app.token_file.connection()
+                    ),
+                ),
+                Err(error) => ("oauth (token file unusable)".to_owned(), error.to_string()),
+            }
+        }
     }
 }
 
@@ -161,7 +205,7 @@ fn client(connection: &Connection) -> anyhow::Result<Result<Client, String>> {
 
 /// A few quick retries: a command a person waits on should answer in seconds, not ride out
 /// an outage.
-fn quick() -> Backoff {
+pub(super) fn quick() -> Backoff {
     Backoff {
         max_retries: 3,
         ..Backoff::default()

@@ -4,6 +4,7 @@
 // Printing results is this module's job; the library never prints.
 #![allow(clippy::print_stdout)]
 
+mod authorize;
 mod connection;
 mod emulator;
 mod history;

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::error::ConfigError;
 use super::webhook_url::WebhookUrl;
-use crate::campaign_monitor::{BaseUrl, Credentials, DEFAULT_BASE_URL, Secret};
+use crate::campaign_monitor::{BaseUrl, Credentials, DEFAULT_BASE_URL, Secret, TokenFile};
 
 /// The environment variable that names the connections file.
 pub const CONNECTIONS_ENV: &str = "CM_EXPORT_CONNECTIONS";
@@ -36,14 +36,56 @@ struct ConnectionWire {
     alert_webhook: Option<String>,
 }
 
-/// Tokens obtained elsewhere; refreshing needs only the refresh token. (A client id and
-/// secret belong to the authorization step, which this tool does not do yet: they are
-/// refused rather than kept unused.)
+/// Either an OAuth application that `cm-export connection authorize` signs in with (its
+/// tokens then live in a token file), or tokens obtained elsewhere, in environment variables.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct OAuthWire {
-    access_token_env: String,
+    client_id: Option<String>,
+    client_secret_env: Option<String>,
+    token_file: Option<PathBuf>,
+    redirect_uri: Option<String>,
+    scope: Option<String>,
+    access_token_env: Option<String>,
     refresh_token_env: Option<String>,
+}
+
+/// Where `connection authorize` has the browser come back to, as registered with the OAuth
+/// application.
+pub const DEFAULT_REDIRECT_URI: &str = "http://127.0.0.1:8976/cm-export/authorized";
+/// What an export needs: to read and create lists' custom fields, and to import subscribers.
+pub const DEFAULT_SCOPE: &str = "ManageLists,ImportSubscribers";
+
+/// An OAuth application a connection is authorized through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthApp {
+    pub client_id: String,
+    /// Read only by `connection authorize`: refreshing needs just the refresh token.
+    pub client_secret_env: String,
+    /// The tokens; default `.cm-export/oauth/NAME.json` beside the connections file.
+    pub token_file: TokenFile,
+    /// A loopback address; port 0 takes any free port (for servers that accept any).
+    pub redirect_uri: url::Url,
+    pub scope: String,
+}
+
+impl OAuthApp {
+    /// The client secret from its environment variable.
+    pub fn client_secret(&self) -> Result<Secret, ConfigError> {
+        env_secret(&self.client_secret_env)
+            .map(Secret::new)
+            .map_err(|missing| ConfigError::Secret {
+                connection: self.token_file.connection().to_owned(),
+                message: format!(
+                    "environment variable `{}` {missing}; {} the OAuth application's client secret in it",
+                    self.client_secret_env,
+                    match missing {
+                        Missing::Unset => "export",
+                        Missing::Empty => "put",
+                    }
+                ),
+            })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -58,10 +100,13 @@ pub enum UsableBy {
 pub enum CredentialSource {
     ApiKeyEnv(String),
     ApiKeyFile(PathBuf),
-    OAuth {
+    /// Tokens obtained elsewhere.
+    OAuthEnv {
         access_token_env: String,
         refresh_token_env: Option<String>,
     },
+    /// Tokens from `cm-export connection authorize`, in a token file.
+    OAuthApp(OAuthApp),
 }
 
 #[derive(Debug, Clone)]
@@ -117,7 +162,7 @@ impl Connection {
                 }
                 Ok(Credentials::ApiKey(Secret::new(text.trim())))
             }
-            CredentialSource::OAuth {
+            CredentialSource::OAuthEnv {
                 access_token_env,
                 refresh_token_env,
             } => Ok(Credentials::OAuth {
@@ -126,7 +171,23 @@ impl Connection {
                     .as_deref()
                     .map(|var| from_env(var, "OAuth refresh token"))
                     .transpose()?,
+                file: None,
             }),
+            CredentialSource::OAuthApp(app) => {
+                let file = &app.token_file;
+                match file.read().map_err(|e| secret_err(e.to_string()))? {
+                    Some(tokens) => Ok(Credentials::OAuth {
+                        access_token: tokens.access,
+                        refresh_token: Some(tokens.refresh),
+                        file: Some(file.clone()),
+                    }),
+                    None => Err(secret_err(format!(
+                        "is not authorized yet: run `cm-export connection authorize {}` (its tokens go to `{}`)",
+                        self.name,
+                        file.path().display()
+                    ))),
+                }
+            }
         }
     }
 }
@@ -183,10 +244,7 @@ impl Connections {
                 }
                 (Some(var), None, None) => CredentialSource::ApiKeyEnv(var),
                 (None, Some(file), None) => CredentialSource::ApiKeyFile(dir.join(file)),
-                (None, None, Some(oauth)) => CredentialSource::OAuth {
-                    access_token_env: oauth.access_token_env,
-                    refresh_token_env: oauth.refresh_token_env,
-                },
+                (None, None, Some(oauth)) => oauth_source(oauth, &name, dir, &invalid)?,
                 (None, None, None) => {
                     return Err(invalid(
                         "api-key-env",
@@ -278,6 +336,91 @@ impl Connections {
                 },
             })
     }
+}
+
+/// The credentials an `[NAME.oauth]` table names, checked.
+fn oauth_source(
+    oauth: OAuthWire,
+    name: &str,
+    dir: &Path,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<CredentialSource, ConfigError> {
+    let OAuthWire {
+        client_id,
+        client_secret_env,
+        token_file,
+        redirect_uri,
+        scope,
+        access_token_env,
+        refresh_token_env,
+    } = oauth;
+    let app_keys = client_id.is_some()
+        || client_secret_env.is_some()
+        || token_file.is_some()
+        || redirect_uri.is_some()
+        || scope.is_some();
+    match access_token_env {
+        Some(_) if app_keys => Err(invalid(
+            "oauth",
+            "takes either `client-id` and `client-secret-env` (tokens from `cm-export connection authorize`) or `access-token-env` (tokens obtained elsewhere), not both".into(),
+        )),
+        Some(access_token_env) => Ok(CredentialSource::OAuthEnv {
+            access_token_env,
+            refresh_token_env,
+        }),
+        None if refresh_token_env.is_some() => Err(invalid(
+            "oauth.refresh-token-env",
+            "needs `access-token-env` beside it; with `client-id`, `connection authorize` keeps both tokens in the token file".into(),
+        )),
+        None => {
+            let client_id = client_id.filter(|id| !id.trim().is_empty()).ok_or_else(|| {
+                invalid(
+                    "oauth.client-id",
+                    "is missing: give the OAuth application's client id (with `client-secret-env`), then run `cm-export connection authorize`".into(),
+                )
+            })?;
+            let client_secret_env = client_secret_env.filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+                invalid(
+                    "oauth.client-secret-env",
+                    "is missing: name the environment variable holding the OAuth application's client secret".into(),
+                )
+            })?;
+            let redirect_text = redirect_uri.as_deref().unwrap_or(DEFAULT_REDIRECT_URI);
+            let redirect_uri = loopback(redirect_text).map_err(|why| invalid("oauth.redirect-uri", why))?;
+            let scope = scope.unwrap_or_else(|| DEFAULT_SCOPE.to_owned());
+            if scope.trim().is_empty() {
+                return Err(invalid(
+                    "oauth.scope",
+                    format!("is empty; leave it out for `{DEFAULT_SCOPE}`"),
+                ));
+            }
+            let token_file = dir.join(token_file.unwrap_or_else(|| PathBuf::from(format!(".cm-export/oauth/{name}.json"))));
+            Ok(CredentialSource::OAuthApp(OAuthApp {
+                client_id,
+                client_secret_env,
+                token_file: TokenFile::new(token_file, name),
+                redirect_uri,
+                scope,
+            }))
+        }
+    }
+}
+
+/// A redirect address this machine can listen on: `http`, a loopback host, a port.
+fn loopback(text: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL ({e})"))?;
+    let is_loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name == "localhost",
+        None => false,
+    };
+    if url.scheme() != "http" || !is_loopback || url.port().is_none() {
+        return Err(format!(
+            "`{text}` is not a loopback address with a port, like `{DEFAULT_REDIRECT_URI}`: `connection authorize` listens on it for the browser's return"
+        ));
+    }
+    Ok(url)
 }
 
 /// Why a secret's environment variable gave nothing.
@@ -389,5 +532,66 @@ base-url = "http://127.0.0.1:8080/api/v3.3"
         let err = parse(&oauth).unwrap_err();
         let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
         assert!(text.contains("client-id"), "{text}");
+    }
+
+    #[test]
+    fn an_oauth_application_is_checked_and_its_token_file_defaults_beside_the_connections() {
+        let app = GOOD.replace(
+            "api-key-env = \"CM_TEST_KEY_UNSET_42\"",
+            "oauth = { client-id = \"123\", client-secret-env = \"CM_SECRET\" }",
+        );
+        let all = parse(&app).unwrap();
+        let CredentialSource::OAuthApp(oauth) = &all.get("marketing").unwrap().credentials else {
+            panic!("not an application");
+        };
+        assert_eq!(
+            oauth.token_file.path(),
+            Path::new("pipelines/.cm-export/oauth/marketing.json")
+        );
+        assert_eq!(oauth.redirect_uri.as_str(), DEFAULT_REDIRECT_URI);
+        assert_eq!(oauth.scope, DEFAULT_SCOPE);
+        let not_authorized = all
+            .get("marketing")
+            .unwrap()
+            .resolve_credentials()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            not_authorized.contains("is not authorized yet: run `cm-export connection authorize marketing`"),
+            "{not_authorized}"
+        );
+        for (change, key, says) in [
+            (
+                "client-secret-env = \"\"",
+                "marketing.oauth.client-secret-env",
+                "is missing",
+            ),
+            (
+                "client-secret-env = \"CM_SECRET\", redirect-uri = \"https://127.0.0.1:8976/x\"",
+                "marketing.oauth.redirect-uri",
+                "not a loopback address with a port",
+            ),
+            (
+                "client-secret-env = \"CM_SECRET\", redirect-uri = \"http://example.com:8976/x\"",
+                "marketing.oauth.redirect-uri",
+                "not a loopback address with a port",
+            ),
+            (
+                "client-secret-env = \"CM_SECRET\", refresh-token-env = \"R\"",
+                "marketing.oauth.refresh-token-env",
+                "needs `access-token-env`",
+            ),
+        ] {
+            let text = app.replace("client-secret-env = \"CM_SECRET\"", change);
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("`{key}`")) && err.contains(says),
+                "{change}: {err}"
+            );
+        }
+        let err = parse(&app.replace("client-id = \"123\", ", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`marketing.oauth.client-id` is missing"), "{err}");
     }
 }

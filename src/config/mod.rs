@@ -9,7 +9,10 @@ mod schedule;
 mod storage;
 mod webhook_url;
 
-pub use connection::{CONNECTIONS_ENV, Connection, Connections, CredentialSource, Missing, UsableBy, env_secret};
+pub use connection::{
+    CONNECTIONS_ENV, Connection, Connections, CredentialSource, DEFAULT_REDIRECT_URI, DEFAULT_SCOPE, Missing, OAuthApp,
+    UsableBy, env_secret,
+};
 pub use engine::Engine;
 #[cfg(feature = "ballista")]
 pub use engine::Scheduler;

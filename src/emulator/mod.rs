@@ -33,8 +33,15 @@ struct Token {
     expires_at: tokio::time::Instant,
 }
 
+/// An authorization code the authorize page issued, not yet exchanged.
+struct Grant {
+    client_id: String,
+    redirect_uri: String,
+}
+
 struct State {
     lists: HashMap<String, List>,
+    codes: HashMap<String, Grant>,
     tokens: HashMap<String, Token>,
     refresh_tokens: HashMap<String, String>,
     /// Rate-limit windows per identity: (window start, requests in it).
@@ -125,6 +132,7 @@ impl Emulator {
                     .iter()
                     .map(|(id, title)| (id.clone(), List::new(id, title)))
                     .collect(),
+                codes: HashMap::new(),
                 tokens: HashMap::new(),
                 refresh_tokens: HashMap::new(),
                 windows: HashMap::new(),
@@ -137,9 +145,11 @@ impl Emulator {
         });
         let router = Router::new()
             .route("/api/v3.3/{*path}", any(api::handle))
+            .route("/oauth", get(oauth::authorize))
             .route("/oauth/token", post(oauth::token))
             .route("/_emulator/stats", get(stats_handler))
             .route("/_emulator/expire-tokens", post(oauth::expire))
+            .route("/_emulator/revoke-refresh-tokens", post(oauth::revoke_refresh))
             .layer(axum::extract::DefaultBodyLimit::max(
                 crate::campaign_monitor::MAX_REQUEST_BYTES,
             ))

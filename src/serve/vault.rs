@@ -20,7 +20,7 @@ pub enum VaultError {
     )]
     NoConsent,
     #[error(
-        "OAuth connections are authorized with `cm-export connection authorize`, which is not built yet; give an `api_key`"
+        "OAuth connections are not added here: write its `[NAME.oauth]` table into the service's `serve/connections.toml` and run `cm-export connection authorize NAME --connections <that file>` on the service's machine; or give an `api_key`"
     )]
     OAuth,
     #[error("there is no connection `{0}`")]
@@ -75,7 +75,7 @@ impl From<&Connection> for ConnectionView {
             base_url: c.base_url.to_string(),
             credentials: match c.credentials {
                 CredentialSource::ApiKeyEnv(_) | CredentialSource::ApiKeyFile(_) => "api key (held by the service)",
-                CredentialSource::OAuth { .. } => "oauth (held by the service)",
+                CredentialSource::OAuthEnv { .. } | CredentialSource::OAuthApp(_) => "oauth (held by the service)",
             },
         }
     }

@@ -318,19 +318,80 @@ async fn token(emulator: &cm_export::emulator::Emulator, form: &str) -> reqwest:
 }
 
 #[tokio::test]
+async fn oauth_codes_are_good_once_for_their_client_and_redirect_and_refresh_tokens_rotate() {
+    let emulator = emulator_with(|c| c.oauth_clients = vec![("app".into(), "s3cret".into())]).await;
+    let unknown_client = reqwest::get(format!(
+        "http://{}/oauth?client_id=other&redirect_uri=http://127.0.0.1:9/cb&scope=ManageLists",
+        emulator.addr()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(unknown_client.status(), 400);
+    let redirect = "http://127.0.0.1:9/cb";
+    let code = crate::support::authorization_code(&emulator, "app", redirect).await;
+    let exchange = |secret: &str, redirect: &str, code: &str| {
+        format!(
+            "grant_type=authorization_code&client_id=app&client_secret={secret}&redirect_uri={redirect}&code={code}"
+        )
+    };
+    for (form, why) in [
+        (exchange("no", redirect, &code), "wrong secret"),
+        (exchange("s3cret", redirect, "made-up"), "unknown code"),
+    ] {
+        let refused = token(&emulator, &form).await;
+        assert_eq!(refused.status(), 400, "{why}");
+        let err: serde_json::Value = refused.json().await.unwrap();
+        assert_eq!(err["error"], "invalid_grant", "{why}");
+    }
+    // A refused exchange spends the code, as a guessed one must not be tried again.
+    let code = crate::support::authorization_code(&emulator, "app", redirect).await;
+    let elsewhere = token(&emulator, &exchange("s3cret", "http://127.0.0.1:9/other", &code)).await;
+    assert_eq!(elsewhere.status(), 400, "another redirect address");
+    let code = crate::support::authorization_code(&emulator, "app", redirect).await;
+    let tokens: cm_export::campaign_monitor::types::OAuthTokens =
+        token(&emulator, &exchange("s3cret", redirect, &code))
+            .await
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(
+        token(&emulator, &exchange("s3cret", redirect, &code)).await.status(),
+        400,
+        "used twice"
+    );
+    let refresh = |token: &str| format!("grant_type=refresh_token&refresh_token={token}");
+    let renewed: cm_export::campaign_monitor::types::OAuthTokens = token(&emulator, &refresh(&tokens.refresh_token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(renewed.refresh_token, tokens.refresh_token);
+    assert_eq!(
+        token(&emulator, &refresh(&tokens.refresh_token)).await.status(),
+        400,
+        "spent"
+    );
+    reqwest::Client::new()
+        .post(format!("http://{}/_emulator/revoke-refresh-tokens", emulator.addr()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        token(&emulator, &refresh(&renewed.refresh_token)).await.status(),
+        400,
+        "revoked"
+    );
+}
+
+#[tokio::test]
 async fn oauth_tokens_are_issued_expire_and_refresh_once() {
     let emulator = emulator_with(|c| c.oauth_clients = vec![("app".into(), "s3cret".into())]).await;
-    let refused = token(
-        &emulator,
-        "grant_type=authorization_code&client_id=app&client_secret=no&code=x",
-    )
-    .await;
-    assert_eq!(refused.status(), 400);
-    let err: serde_json::Value = refused.json().await.unwrap();
-    assert_eq!(err["error"], "invalid_grant");
+    let grant = crate::support::authorization_code(&emulator, "app", "http://l/").await;
     let tokens: cm_export::campaign_monitor::types::OAuthTokens = token(
         &emulator,
-        "grant_type=authorization_code&client_id=app&client_secret=s3cret&code=x&redirect_uri=http://l",
+        &format!(
+            "grant_type=authorization_code&client_id=app&client_secret=s3cret&code={grant}&redirect_uri=http://l/"
+        ),
     )
     .await
     .json()
@@ -342,6 +403,7 @@ async fn oauth_tokens_are_issued_expire_and_refresh_once() {
         Credentials::OAuth {
             access_token: Secret::new(tokens.access_token.clone()),
             refresh_token: Some(Secret::new(tokens.refresh_token.clone())),
+            file: None,
         },
     );
     c.system_date().await.unwrap();
@@ -360,6 +422,7 @@ async fn oauth_tokens_are_issued_expire_and_refresh_once() {
         Credentials::OAuth {
             access_token: Secret::new(tokens.access_token),
             refresh_token: None,
+            file: None,
         },
     );
     assert_eq!(code(stale.system_date().await.unwrap_err()), (401, 121));
@@ -368,6 +431,7 @@ async fn oauth_tokens_are_issued_expire_and_refresh_once() {
         Credentials::OAuth {
             access_token: Secret::new("made-up"),
             refresh_token: Some(Secret::new("also-made-up")),
+            file: None,
         },
     );
     assert_eq!(code(unknown.system_date().await.unwrap_err()), (401, 120));
@@ -377,6 +441,7 @@ async fn oauth_tokens_are_issued_expire_and_refresh_once() {
         Credentials::OAuth {
             access_token: Secret::new(tokens.refresh_token.clone() + "x"),
             refresh_token: Some(Secret::new("nope")),
+            file: None,
         },
     );
     assert_eq!(code(bad_refresh.system_date().await.unwrap_err()).1, 120);

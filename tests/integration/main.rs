@@ -15,6 +15,7 @@ mod fixtures_shape;
 mod foundation;
 mod keys;
 mod mapping;
+mod oauth;
 mod official_client;
 mod outputs;
 mod resume;

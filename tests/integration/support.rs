@@ -196,3 +196,27 @@ pub fn local_export(
     };
     (pipeline, connection, options)
 }
+
+/// The code the emulator's authorize page sends `redirect` back with.
+pub async fn authorization_code(emulator: &Emulator, client_id: &str, redirect: &str) -> String {
+    let answer = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("http://{}/oauth", emulator.addr()))
+        .query(&[
+            ("client_id", client_id),
+            ("redirect_uri", redirect),
+            ("scope", "ManageLists,ImportSubscribers"),
+            ("state", "st"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 302, "{client_id}");
+    let back = url::Url::parse(answer.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(back.as_str().split('?').next(), Some(redirect));
+    let query: std::collections::HashMap<_, _> = back.query_pairs().into_owned().collect();
+    assert_eq!(query["state"], "st");
+    query["code"].clone()
+}

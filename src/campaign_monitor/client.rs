@@ -306,6 +306,11 @@ impl Client {
         self.call(Method::GET, "systemdate.json", None).await
     }
 
+    /// The country names a Country custom field holds, as the API spells them.
+    pub async fn countries(&self) -> Result<Vec<String>, ApiError> {
+        self.call(Method::GET, "countries.json", None).await
+    }
+
     /// The clients the credentials reach (an agency account has several).
     pub async fn clients(&self) -> Result<Vec<ClientSummary>, ApiError> {
         self.call(Method::GET, "clients.json", None).await

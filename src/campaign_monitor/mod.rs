@@ -9,6 +9,7 @@ mod import;
 pub mod oauth;
 mod token_file;
 pub mod types;
+mod us_states;
 
 pub use base_url::{BaseUrl, BaseUrlError, DEFAULT_BASE_URL, Insecure, check_secure};
 pub use classify::{ApiFailure, Class, RateLimit, Response, TransportError, TransportErrorKind, classify};
@@ -20,3 +21,4 @@ pub use import::{
 };
 pub use token_file::{TokenFile, TokenFileError, Tokens};
 pub use types::{FieldType, MemberState};
+pub use us_states::{US_STATES, us_state};

@@ -127,6 +127,10 @@ fn route(
                 },
             ),
         ),
+        ["countries.json"] if method == Method::GET => (
+            name("countries.json"),
+            json(StatusCode::OK, &super::countries::COUNTRIES),
+        ),
         ["clients.json"] if method == Method::GET => (
             name("clients.json"),
             json(

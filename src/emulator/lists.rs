@@ -481,7 +481,8 @@ enum Target {
 }
 
 /// ... and so are values a field cannot hold: a number that is not one, a date it cannot
-/// read, an option the field lacks. The API answers as if they were taken.
+/// read, an option the field lacks, a country or US state it does not know by that name. The
+/// API answers as if they were taken.
 fn readable(field: &CustomField, value: &str) -> bool {
     let value = value.trim();
     match field.data_type.as_str() {
@@ -490,6 +491,12 @@ fn readable(field: &CustomField, value: &str) -> bool {
             .or_else(|_| chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d"))
             .is_ok(),
         "MultiSelectOne" | "MultiSelectMany" => field.field_options.iter().any(|o| o.eq_ignore_ascii_case(value)),
+        "Country" => super::countries::COUNTRIES
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(value)),
+        "USState" => crate::campaign_monitor::US_STATES
+            .iter()
+            .any(|(_, name)| name.eq_ignore_ascii_case(value)),
         _ => true,
     }
 }
@@ -567,6 +574,8 @@ mod tests {
         list.add_custom_field("Joined", "Date", vec![], true).unwrap();
         list.add_custom_field("Tier", "MultiSelectOne", vec!["Gold".into()], true)
             .unwrap();
+        list.add_custom_field("Country", "Country", vec![], true).unwrap();
+        list.add_custom_field("State", "USState", vec![], true).unwrap();
         let field = |key: &'static str, value: &'static str| IncomingField {
             key: key.into(),
             value: Some(value.into()),
@@ -581,6 +590,8 @@ mod tests {
                 field("Age", "abc"),
                 field("Joined", "2023-02-29"),
                 field("Tier", "platinum"),
+                field("Country", "Narnia"),
+                field("State", "CA"),
             ]),
             "now",
         )
@@ -591,11 +602,13 @@ mod tests {
                 field("Age", "42"),
                 field("Joined", "2024/02/29"),
                 field("Tier", "gold"),
+                field("Country", "united kingdom"),
+                field("State", "California"),
             ]),
             "now",
         )
         .unwrap();
-        assert_eq!(list.member("a@x.com").unwrap().custom_fields.len(), 3);
+        assert_eq!(list.member("a@x.com").unwrap().custom_fields.len(), 5);
     }
 
     #[test]

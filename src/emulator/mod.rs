@@ -6,6 +6,7 @@
 
 mod api;
 mod config;
+mod countries;
 mod lists;
 mod members;
 mod oauth;

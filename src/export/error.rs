@@ -56,6 +56,13 @@ pub enum ExportError {
         source: ApiError,
     },
     #[error(
+        "cannot read the country names Campaign Monitor knows, which the Country fields' values are checked against"
+    )]
+    Countries {
+        #[source]
+        source: ApiError,
+    },
+    #[error(
         "the export would send {members} distinct members, over `options.max-profiles` = {max}; nothing was sent. Narrow the segment or raise the cap"
     )]
     OverCap { members: u64, max: u64 },

@@ -45,9 +45,20 @@ pub async fn check(
             &pipeline.mapping.custom_fields,
         )
         .await?;
+    let countries = match query.get().layout.wants_countries() {
+        true => Some(
+            retry_call(backoff, || client.countries())
+                .await
+                .map_err(|source| ExportError::Countries { source })?,
+        ),
+        false => None,
+    };
     let query = engine::run(async move {
         let mut query = query.into_inner();
         query.layout.set_fields(keys);
+        if let Some(names) = countries {
+            query.layout.set_countries(&names);
+        }
         Ok::<_, ExportError>(OnEngine::new(query))
     })
     .await?;

@@ -87,6 +87,20 @@ impl FieldLayout {
 }
 
 impl Layout {
+    /// Whether a mapped field takes country names, which a run asks the API for.
+    pub fn wants_countries(&self) -> bool {
+        self.fields.iter().any(|f| matches!(f.values, FieldValues::Country(_)))
+    }
+
+    /// The country names the API knows, for the Country fields' values to be checked against.
+    pub fn set_countries(&mut self, names: &[String]) {
+        for field in &mut self.fields {
+            if let FieldValues::Country(known) = &mut field.values {
+                *known = Some(names.to_vec());
+            }
+        }
+    }
+
     /// The custom fields as the list has them, in the mapping's order: its own spelling of
     /// each key, and each multi-select field's options (what values are checked against).
     pub fn set_fields(&mut self, on_list: Vec<(String, Vec<String>)>) {

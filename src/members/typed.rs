@@ -7,7 +7,7 @@ use std::borrow::Cow;
 /// How one mapped field's values are checked and written.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum FieldValues {
-    /// As they are (plain mappings, Text fields, and for now Country and USState).
+    /// As they are (plain mappings and Text fields).
     #[default]
     Text,
     /// A decimal number, sent trimmed.
@@ -24,6 +24,11 @@ pub enum FieldValues {
         options: Option<Vec<String>>,
         delimiter: Option<String>,
     },
+    /// A country by one of the names the API lists (`countries.json`, any case), sent as the
+    /// API spells it; `None` while not asked (`plan`): values then go as written.
+    Country(Option<Vec<String>>),
+    /// A US state by name or USPS code (any case), sent by name.
+    UsState,
 }
 
 impl FieldValues {
@@ -46,6 +51,28 @@ impl FieldValues {
                 })?))
             }
             Self::OneOf(options) => send(option(options.as_deref(), text)?),
+            Self::Country(names) => {
+                let wanted = text.trim();
+                match names {
+                    None => send(Cow::Borrowed(wanted)),
+                    Some(names) => match names.iter().find(|n| n.eq_ignore_ascii_case(wanted)) {
+                        Some(name) => send(Cow::Borrowed(name.as_str())),
+                        None => {
+                            return Err(format!(
+                                "`{wanted}` is not a country name Campaign Monitor knows (it lists them at `countries.json`: `United Kingdom`, `United States of America`, ...)"
+                            ));
+                        }
+                    },
+                }
+            }
+            Self::UsState => send(Cow::Borrowed(crate::campaign_monitor::us_state(text).ok_or_else(
+                || {
+                    format!(
+                        "`{}` is not a US state (a name like `California`, or its code `CA`)",
+                        text.trim()
+                    )
+                },
+            )?)),
             Self::ManyOf { options, delimiter } => {
                 let parts: Vec<&str> = match delimiter {
                     Some(delimiter) => text
@@ -120,6 +147,20 @@ mod tests {
         assert_eq!(
             sent(&tiers, "platinum"),
             Err("`platinum` is not one of the field's options (Bronze, Gold)".into())
+        );
+        let countries = FieldValues::Country(Some(vec!["Romania".into(), "United Kingdom".into()]));
+        assert_eq!(sent(&countries, " united kingdom ").unwrap(), ["United Kingdom"]);
+        assert!(
+            sent(&countries, "UK")
+                .unwrap_err()
+                .starts_with("`UK` is not a country name")
+        );
+        assert_eq!(sent(&FieldValues::Country(None), "UK ").unwrap(), ["UK"]);
+        assert_eq!(sent(&FieldValues::UsState, "ca").unwrap(), ["California"]);
+        assert_eq!(sent(&FieldValues::UsState, " new YORK").unwrap(), ["New York"]);
+        assert_eq!(
+            sent(&FieldValues::UsState, "Ontario"),
+            Err("`Ontario` is not a US state (a name like `California`, or its code `CA`)".into())
         );
         let interests = FieldValues::ManyOf {
             options: Some(vec!["Books".into(), "Music".into(), "Film".into()]),

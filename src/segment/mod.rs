@@ -307,7 +307,10 @@ async fn export_query(ctx: &SessionContext, pipeline: &Pipeline) -> Result<(Data
             };
             fields.push(FieldLayout {
                 values: match field.field_type {
-                    None | Some(FieldType::Text | FieldType::Country | FieldType::USState) => FieldValues::Text,
+                    None | Some(FieldType::Text) => FieldValues::Text,
+                    // The names are the API's: a run asks it for them.
+                    Some(FieldType::Country) => FieldValues::Country(None),
+                    Some(FieldType::USState) => FieldValues::UsState,
                     Some(FieldType::Number) => FieldValues::Number,
                     Some(FieldType::Date) => FieldValues::Date,
                     // Until the list's own are known (a run asks it), the mapping's options.

@@ -281,6 +281,8 @@ Age = { column = "age", type = "Number" }
 Joined = { column = "joined", type = "Date" }
 Tier = { column = "tier", type = "MultiSelectOne", options = ["Bronze", "Gold"] }
 Interests = { column = "interests", type = "MultiSelectMany", options = ["Books", "Music", "Film"], delimiter = ";" }
+Country = { column = "country", type = "Country" }
+State = { column = "state", type = "USState" }
 [options]
 create-missing-fields = true
 "#;
@@ -289,7 +291,7 @@ create-missing-fields = true
 async fn typed_values_are_checked_before_sending_and_sent_as_the_api_reads_them() {
     let emulator = emulator().await;
     let dir = tempfile::tempdir().unwrap();
-    let column = |values: [&str; 5]| Arc::new(StringArray::from_iter_values(values)) as ArrayRef;
+    let column = |values: [&str; 7]| Arc::new(StringArray::from_iter_values(values)) as ArrayRef;
     let batch = RecordBatch::try_from_iter([
         (
             "email",
@@ -299,17 +301,46 @@ async fn typed_values_are_checked_before_sending_and_sent_as_the_api_reads_them(
                 "date@example.com",
                 "tier@example.com",
                 "many@example.com",
+                "country@example.com",
+                "state@example.com",
             ]),
         ),
-        ("age", column([" 42 ", "forty", "7", "7", "7"])),
+        ("age", column([" 42 ", "forty", "7", "7", "7", "7", "7"])),
         (
             "joined",
-            column(["2024-02-29", "2024/01/01", "2023-02-29", "2024/01/01", "2024/01/01"]),
+            column([
+                "2024-02-29",
+                "2024/01/01",
+                "2023-02-29",
+                "2024/01/01",
+                "2024/01/01",
+                "2024/01/01",
+                "2024/01/01",
+            ]),
         ),
-        ("tier", column(["gold", "Gold", "Gold", "platinum", "Gold"])),
+        (
+            "tier",
+            column(["gold", "Gold", "Gold", "platinum", "Gold", "Gold", "Gold"]),
+        ),
         (
             "interests",
-            column(["music; books", "Film", "Film", "Film", "Film;golf"]),
+            column(["music; books", "Film", "Film", "Film", "Film;golf", "Film", "Film"]),
+        ),
+        (
+            "country",
+            column([
+                "united kingdom",
+                "Romania",
+                "Romania",
+                "Romania",
+                "Romania",
+                "Narnia",
+                "Romania",
+            ]),
+        ),
+        (
+            "state",
+            column(["ca", "Ohio", "Ohio", "Ohio", "Ohio", "Ohio", "Ontario"]),
         ),
     ])
     .unwrap();
@@ -320,9 +351,11 @@ async fn typed_values_are_checked_before_sending_and_sent_as_the_api_reads_them(
         on_list(&emulator, "ok@example.com").2,
         [
             ("Age".to_owned(), "42".to_owned()),
+            ("Country".into(), "United Kingdom".into()),
             ("Interests".into(), "Music".into()),
             ("Interests".into(), "Books".into()),
             ("Joined".into(), "2024/02/29".into()),
+            ("State".into(), "California".into()),
             ("Tier".into(), "Gold".into()),
         ]
     );
@@ -335,6 +368,12 @@ async fn typed_values_are_checked_before_sending_and_sent_as_the_api_reads_them(
                 "column `age`: `forty` is not a number (custom field `age` is Number)".to_owned()
             ),
             (
+                "country@example.com".into(),
+                "country".into(),
+                "column `country`: `Narnia` is not a country name Campaign Monitor knows (it lists them at `countries.json`: `United Kingdom`, `United States of America`, ...) (custom field `country` is Country)"
+                    .into()
+            ),
+            (
                 "date@example.com".into(),
                 "joined".into(),
                 "column `joined`: `2023-02-29` is not a date (yyyy/mm/dd or yyyy-mm-dd) (custom field `joined` is Date)"
@@ -344,6 +383,12 @@ async fn typed_values_are_checked_before_sending_and_sent_as_the_api_reads_them(
                 "many@example.com".into(),
                 "interests".into(),
                 "column `interests`: `golf` is not one of the field's options (Books, Music, Film) (custom field `interests` is MultiSelectMany)"
+                    .into()
+            ),
+            (
+                "state@example.com".into(),
+                "state".into(),
+                "column `state`: `Ontario` is not a US state (a name like `California`, or its code `CA`) (custom field `state` is USState)"
                     .into()
             ),
             (

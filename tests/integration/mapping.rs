@@ -430,7 +430,9 @@ async fn a_list_column_fills_a_multi_select_many_field_one_key_per_item() {
         r#"Age = { column = "age", type = "Number" }
 Joined = { column = "joined", type = "Date" }
 Tier = { column = "tier", type = "MultiSelectOne", options = ["Bronze", "Gold"] }
-Interests = { column = "interests", type = "MultiSelectMany", options = ["Books", "Music", "Film"], delimiter = ";" }"#,
+Interests = { column = "interests", type = "MultiSelectMany", options = ["Books", "Music", "Film"], delimiter = ";" }
+Country = { column = "country", type = "Country" }
+State = { column = "state", type = "USState" }"#,
         r#"Interests = { column = "interests", type = "MultiSelectMany", options = ["Books", "Music", "Film"] }"#,
     );
     let report = run(&emulator, dir.path(), &text).await;

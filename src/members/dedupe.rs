@@ -11,8 +11,6 @@ use hashbrown::HashTable;
 
 /// Bytes per arena chunk: growing the arena never copies what it holds.
 const CHUNK: usize = 1 << 20;
-/// Addresses that pass validation are at most 254 bytes: they are lowercased on the stack.
-const ON_STACK: usize = 256;
 
 #[derive(Default)]
 pub struct Dedupe {
@@ -56,34 +54,51 @@ impl Dedupe {
     /// # Panics
     /// On an address over 65,535 bytes: validation lets none over 254 through.
     pub fn first_time(&mut self, email: &str) -> bool {
-        let mut stack = [0u8; ON_STACK];
-        let mut heap = Vec::new();
-        let key: &[u8] = if email.len() <= ON_STACK {
-            let key = &mut stack[..email.len()];
-            key.copy_from_slice(email.as_bytes());
-            key.make_ascii_lowercase();
-            key
-        } else {
-            heap.extend(email.bytes().map(|b| b.to_ascii_lowercase()));
-            &heap
-        };
-        let len = u16::try_from(key.len()).expect("validated addresses are at most 254 bytes");
-        let hash = self.hasher.hash_one(key);
+        self.first_times([email]) == [true]
+    }
+
+    /// [`Dedupe::first_time`] of each address in turn. Every address is looked up before any
+    /// is added: the lookups do not depend on each other, so the processor overlaps their
+    /// cache misses (about one each in a large table), which lookups between inserts cannot.
+    pub fn first_times<'a>(&mut self, emails: impl IntoIterator<Item = &'a str>) -> Vec<bool> {
+        let mut keys = Vec::new();
+        let mut ends = Vec::new();
+        for email in emails {
+            keys.extend(email.bytes().map(|b| b.to_ascii_lowercase()));
+            ends.push(keys.len());
+        }
+        let key = |i: usize| &keys[if i == 0 { 0 } else { ends[i - 1] }..ends[i]];
         let Self { chunks, table, hasher } = self;
-        if table.find(hash, |&at| stored(chunks, at) == key).is_some() {
-            return false;
-        }
-        let need = 2 + key.len();
-        if chunks.last().is_none_or(|c| c.len() + need > c.capacity()) {
-            chunks.push(Vec::with_capacity(CHUNK.max(need)));
-        }
-        let index = chunks.len() - 1;
-        let chunk = &mut chunks[index];
-        let at = (index as u64) << 32 | chunk.len() as u64;
-        chunk.extend_from_slice(&len.to_le_bytes());
-        chunk.extend_from_slice(key);
-        table.insert_unique(hash, at, |&at| hasher.hash_one(stored(chunks, at)));
-        true
+        let looked_up: Vec<(u64, bool)> = (0..ends.len())
+            .map(|i| {
+                let key = key(i);
+                let hash = hasher.hash_one(key);
+                (hash, table.find(hash, |&at| stored(chunks, at) == key).is_some())
+            })
+            .collect();
+        looked_up
+            .into_iter()
+            .enumerate()
+            .map(|(i, (hash, found))| {
+                let key = key(i);
+                // Not found before this batch, but maybe added by it since.
+                if found || table.find(hash, |&at| stored(chunks, at) == key).is_some() {
+                    return false;
+                }
+                let len = u16::try_from(key.len()).expect("validated addresses are at most 254 bytes");
+                let need = 2 + key.len();
+                if chunks.last().is_none_or(|c| c.len() + need > c.capacity()) {
+                    chunks.push(Vec::with_capacity(CHUNK.max(need)));
+                }
+                let index = chunks.len() - 1;
+                let chunk = &mut chunks[index];
+                let at = (index as u64) << 32 | chunk.len() as u64;
+                chunk.extend_from_slice(&len.to_le_bytes());
+                chunk.extend_from_slice(key);
+                table.insert_unique(hash, at, |&at| hasher.hash_one(stored(chunks, at)));
+                true
+            })
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -107,6 +122,17 @@ mod tests {
         assert!(!d.first_time("JANE@EXAMPLE.COM"));
         assert!(d.first_time("john@example.com"));
         assert_eq!(d.len(), 2);
+    }
+
+    #[test]
+    fn a_batch_finds_its_own_repeats_and_earlier_batches() {
+        let mut d = Dedupe::new();
+        assert_eq!(d.first_times(["a@x.com", "B@x.com"]), [true, true]);
+        assert_eq!(
+            d.first_times(["c@x.com", "b@x.com", "C@X.com", "d@x.com", "c@x.com"]),
+            [true, false, false, true, false]
+        );
+        assert_eq!(d.len(), 4);
     }
 
     #[test]

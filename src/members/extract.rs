@@ -237,6 +237,17 @@ fn consent_value(text: &str) -> Option<ConsentToTrack> {
     })
 }
 
+/// A row that passed every check, before the dedupe.
+struct Candidate<'a> {
+    row: usize,
+    email: &'a str,
+    key: Option<&'a str>,
+    custom_fields: Vec<ImportField>,
+    consent: ConsentToTrack,
+    mobile_number: Option<String>,
+    consent_to_send_sms: Option<ConsentToTrack>,
+}
+
 /// Turns rows into members, rejects and duplicates.
 pub struct Extractor {
     layout: Layout,
@@ -265,8 +276,9 @@ impl Extractor {
         self.dedupe.len()
     }
 
-    /// Reads one batch. Members go to `member` in row order, with how they stand against
-    /// the synced state; rows that cannot be sent go to `reject` (duplicates are only counted).
+    /// Reads one batch. Rows that cannot be sent go to `reject` as they are read; then the
+    /// members go to `member` in row order, with how they stand against the synced state
+    /// (duplicates are only counted).
     pub fn extract(
         &mut self,
         batch: &RecordBatch,
@@ -312,6 +324,7 @@ impl Extractor {
             rows: batch.num_rows() as u64,
             ..RowCounts::default()
         };
+        let mut candidates = Vec::with_capacity(batch.num_rows());
         'rows: for row in 0..batch.num_rows() {
             let raw = emails.get(row);
             let key = keys.as_ref().and_then(|k| k.get(row));
@@ -420,19 +433,33 @@ impl Extractor {
                     }
                 },
             };
-            if !self.dedupe.first_time(email) {
+            candidates.push(Candidate {
+                row,
+                email,
+                key,
+                custom_fields,
+                consent,
+                mobile_number,
+                consent_to_send_sms,
+            });
+        }
+        // Deduped together, after every row's checks: a row rejected above claims no address.
+        let first = self.dedupe.first_times(candidates.iter().map(|c| c.email));
+        for (candidate, first) in candidates.into_iter().zip(first) {
+            if !first {
                 counts.duplicate += 1;
                 continue;
             }
             counts.unique += 1;
+            let row = candidate.row;
             let found = ImportSubscriber {
-                email_address: email.to_owned(),
+                email_address: candidate.email.to_owned(),
                 name: names.as_ref().and_then(|n| n.get(row)).map(str::to_owned),
-                custom_fields,
-                consent_to_track: consent,
-                row_key: key.map(str::to_owned),
-                mobile_number,
-                consent_to_send_sms,
+                custom_fields: candidate.custom_fields,
+                consent_to_track: candidate.consent,
+                row_key: candidate.key.map(str::to_owned),
+                mobile_number: candidate.mobile_number,
+                consent_to_send_sms: candidate.consent_to_send_sms,
             };
             let change = match synced.filter(|s| s.is_valid(row)).map(|s| s.value(row)) {
                 None => Change::New,

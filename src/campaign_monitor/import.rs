@@ -192,6 +192,19 @@ impl ImportBatch {
     }
 }
 
+/// The dates a Date field keeps. Campaign Monitor does not document its range and drops a
+/// date outside it without a word; this is the range of the SQL Server `datetime` its
+/// answers' formats suggest (an inference, the one the emulator applies too).
+pub const DATES_KEPT: std::ops::RangeInclusive<chrono::NaiveDate> = {
+    let (Some(first), Some(last)) = (
+        chrono::NaiveDate::from_ymd_opt(1753, 1, 1),
+        chrono::NaiveDate::from_ymd_opt(9999, 12, 31),
+    ) else {
+        panic!("valid dates")
+    };
+    first..=last
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

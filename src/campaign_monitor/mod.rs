@@ -16,8 +16,8 @@ pub use classify::{ApiFailure, Class, RateLimit, Response, TransportError, Trans
 pub use client::{ApiError, Client, ClientOptions, MemberCall, retry_call};
 pub use credentials::{Credentials, Secret};
 pub use import::{
-    BatchSizeError, ConsentToTrack, ImportBatch, ImportField, ImportSubscriber, MAX_IMPORT_BATCH, MAX_REQUEST_BYTES,
-    MAX_SUBSCRIBER_BYTES,
+    BatchSizeError, ConsentToTrack, DATES_KEPT, ImportBatch, ImportField, ImportSubscriber, MAX_IMPORT_BATCH,
+    MAX_REQUEST_BYTES, MAX_SUBSCRIBER_BYTES,
 };
 pub use token_file::{TokenFile, TokenFileError, Tokens};
 pub use types::{FieldType, MemberState};

@@ -481,7 +481,7 @@ enum Target {
 }
 
 /// ... and so are values a field cannot hold: a number that is not one, a date it cannot
-/// read, an option the field lacks, a country or US state it does not know by that name. The
+/// read or does not keep, an option the field lacks, a country or US state it does not know by that name. The
 /// API answers as if they were taken.
 fn readable(field: &CustomField, value: &str) -> bool {
     let value = value.trim();
@@ -489,7 +489,7 @@ fn readable(field: &CustomField, value: &str) -> bool {
         "Number" => value.parse::<f64>().is_ok_and(f64::is_finite),
         "Date" => chrono::NaiveDate::parse_from_str(value, "%Y/%m/%d")
             .or_else(|_| chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d"))
-            .is_ok(),
+            .is_ok_and(|day| crate::campaign_monitor::DATES_KEPT.contains(&day)),
         "MultiSelectOne" | "MultiSelectMany" => field.field_options.iter().any(|o| o.eq_ignore_ascii_case(value)),
         "Country" => super::countries::COUNTRIES
             .iter()
@@ -588,7 +588,7 @@ mod tests {
         list.add(
             with(vec![
                 field("Age", "abc"),
-                field("Joined", "2023-02-29"),
+                field("Joined", "1700-01-01"),
                 field("Tier", "platinum"),
                 field("Country", "Narnia"),
                 field("State", "CA"),

@@ -4,6 +4,8 @@
 
 use std::borrow::Cow;
 
+use crate::campaign_monitor::DATES_KEPT;
+
 /// How one mapped field's values are checked and written.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum FieldValues {
@@ -46,9 +48,16 @@ impl FieldValues {
                 }
             }
             Self::Date => {
-                send(Cow::Owned(date(text.trim()).ok_or_else(|| {
-                    format!("`{text}` is not a date (yyyy/mm/dd or yyyy-mm-dd)")
-                })?))
+                let day =
+                    date(text.trim()).ok_or_else(|| format!("`{text}` is not a date (yyyy/mm/dd or yyyy-mm-dd)"))?;
+                if !DATES_KEPT.contains(&day) {
+                    return Err(format!(
+                        "`{text}` is outside the dates Campaign Monitor keeps ({} to {})",
+                        DATES_KEPT.start().format("%Y/%m/%d"),
+                        DATES_KEPT.end().format("%Y/%m/%d")
+                    ));
+                }
+                send(Cow::Owned(day.format("%Y/%m/%d").to_string()));
             }
             Self::OneOf(options) => send(option(options.as_deref(), text)?),
             Self::Country(names) => {
@@ -109,12 +118,11 @@ fn option<'a>(options: Option<&'a [String]>, text: &'a str) -> Result<Cow<'a, st
         .ok_or_else(|| format!("`{wanted}` is not one of the field's options ({})", options.join(", ")))
 }
 
-/// `yyyy/mm/dd` of a real calendar date written `yyyy/mm/dd` or `yyyy-mm-dd`.
-fn date(text: &str) -> Option<String> {
-    let parsed = chrono::NaiveDate::parse_from_str(text, "%Y/%m/%d")
+/// A real calendar date written `yyyy/mm/dd` or `yyyy-mm-dd`.
+fn date(text: &str) -> Option<chrono::NaiveDate> {
+    chrono::NaiveDate::parse_from_str(text, "%Y/%m/%d")
         .or_else(|_| chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d"))
-        .ok()?;
-    Some(parsed.format("%Y/%m/%d").to_string())
+        .ok()
 }
 
 #[cfg(test)]
@@ -140,6 +148,11 @@ mod tests {
             sent(&FieldValues::Date, "2023-02-29")
                 .unwrap_err()
                 .contains("is not a date")
+        );
+        assert_eq!(sent(&FieldValues::Date, "1753-01-01").unwrap(), ["1753/01/01"]);
+        assert_eq!(
+            sent(&FieldValues::Date, "1752-12-31"),
+            Err("`1752-12-31` is outside the dates Campaign Monitor keeps (1753/01/01 to 9999/12/31)".into())
         );
         let tiers = FieldValues::OneOf(Some(vec!["Bronze".into(), "Gold".into()]));
         assert_eq!(sent(&FieldValues::OneOf(None), " platinum ").unwrap(), ["platinum"]);

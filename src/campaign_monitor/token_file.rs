@@ -159,7 +159,10 @@ impl TokenFile {
         authorized_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<(), TokenFileError> {
-        let expires_at = now + chrono::Duration::seconds(i64::try_from(tokens.expires_in).unwrap_or(i64::MAX / 1000));
+        // An absurd lifetime from the API is capped (a century), not a panic or a time no
+        // RFC 3339 reader takes back.
+        const CENTURY: u64 = 100 * 365 * 24 * 60 * 60;
+        let expires_at = now + chrono::TimeDelta::seconds(tokens.expires_in.min(CENTURY) as i64);
         let stored = Stored {
             access_token: tokens.access_token.clone(),
             refresh_token: tokens.refresh_token.clone(),
@@ -235,6 +238,12 @@ mod tests {
         assert_eq!(read.refresh.expose(), "refresh-1");
         assert_eq!((read.authorized_at, read.refreshed_at), (first, later));
         assert_eq!(read.expires_at, later + chrono::Duration::days(14));
+        let forever = OAuthTokens {
+            expires_in: u64::MAX,
+            ..tokens("access-3")
+        };
+        file.write(&forever, None, later).unwrap();
+        assert!(file.read().unwrap().unwrap().expires_at > later);
     }
 
     #[cfg(unix)]

@@ -72,20 +72,26 @@ pub struct OAuthApp {
 impl OAuthApp {
     /// The client secret from its environment variable.
     pub fn client_secret(&self) -> Result<Secret, ConfigError> {
-        env_secret(&self.client_secret_env)
-            .map(Secret::new)
-            .map_err(|missing| ConfigError::Secret {
-                connection: self.token_file.connection().to_owned(),
-                message: format!(
-                    "environment variable `{}` {missing}; {} the OAuth application's client secret in it",
-                    self.client_secret_env,
-                    match missing {
-                        Missing::Unset => "export",
-                        Missing::Empty => "put",
-                    }
-                ),
-            })
+        secret_from_env(
+            self.token_file.connection(),
+            &self.client_secret_env,
+            "OAuth application's client secret",
+        )
     }
+}
+
+/// The secret in environment variable `var`, or an error saying how to put `what` there.
+fn secret_from_env(connection: &str, var: &str, what: &str) -> Result<Secret, ConfigError> {
+    env_secret(var).map(Secret::new).map_err(|missing| ConfigError::Secret {
+        connection: connection.to_owned(),
+        message: format!(
+            "environment variable `{var}` {missing}; {} the {what} in it",
+            match missing {
+                Missing::Unset => "export",
+                Missing::Empty => "put",
+            }
+        ),
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -141,17 +147,7 @@ impl Connection {
             connection: self.name.clone(),
             message,
         };
-        let from_env = |var: &str, what: &str| -> Result<Secret, ConfigError> {
-            env_secret(var).map(Secret::new).map_err(|missing| {
-                secret_err(format!(
-                    "environment variable `{var}` {missing}; {} the {what} in it",
-                    match missing {
-                        Missing::Unset => "export",
-                        Missing::Empty => "put",
-                    }
-                ))
-            })
-        };
+        let from_env = |var: &str, what: &str| secret_from_env(&self.name, var, what);
         match &self.credentials {
             CredentialSource::ApiKeyEnv(var) => Ok(Credentials::ApiKey(from_env(var, "API key")?)),
             CredentialSource::ApiKeyFile(file) => {

@@ -329,6 +329,11 @@ impl Extractor {
             let raw = emails.get(row);
             let key = keys.as_ref().and_then(|k| k.get(row));
             let rejected = |reason| Reject::new(raw, reason).keyed(key);
+            let invalid = |column: Option<String>, message: String| Reject {
+                column,
+                message: Some(message),
+                ..rejected(RejectReason::InvalidField)
+            };
             let email = match normalise(raw) {
                 Ok(email) => email,
                 Err(EmailProblem::Missing) => {
@@ -380,10 +385,7 @@ impl Extractor {
                     ),
                 };
                 counts.invalid_field += 1;
-                let mut rejected = rejected(RejectReason::InvalidField);
-                rejected.column = Some(column.clone());
-                rejected.message = Some(why);
-                reject(rejected);
+                reject(invalid(Some(column.clone()), why));
                 continue 'rows;
             }
             let consent = match &consents {
@@ -394,10 +396,10 @@ impl Extractor {
                         Some(c) => c,
                         None => {
                             counts.invalid_field += 1;
-                            let mut rejected = rejected(RejectReason::InvalidField);
-                            rejected.column = column_name(layout.consent);
-                            rejected.message = Some(format!("consent value `{text}` is not Yes, No or Unchanged"));
-                            reject(rejected);
+                            reject(invalid(
+                                column_name(layout.consent),
+                                format!("consent value `{text}` is not Yes, No or Unchanged"),
+                            ));
                             continue;
                         }
                     },
@@ -409,10 +411,10 @@ impl Extractor {
                     Some(c) => Some(c),
                     None => {
                         counts.invalid_field += 1;
-                        let mut rejected = rejected(RejectReason::InvalidField);
-                        rejected.column = column_name(layout.sms_consent);
-                        rejected.message = Some(format!("SMS consent value `{text}` is not Yes, No or Unchanged"));
-                        reject(rejected);
+                        reject(invalid(
+                            column_name(layout.sms_consent),
+                            format!("SMS consent value `{text}` is not Yes, No or Unchanged"),
+                        ));
                         continue;
                     }
                 },
@@ -423,12 +425,12 @@ impl Extractor {
                     Some(number) => Some(number),
                     None => {
                         counts.invalid_field += 1;
-                        let mut rejected = rejected(RejectReason::InvalidField);
-                        rejected.column = column_name(layout.mobile);
-                        rejected.message = Some(format!(
-                            "mobile number `{text}` is not in international form: `+`, the country code and the number, 8 to 15 digits (+61412345678)"
+                        reject(invalid(
+                            column_name(layout.mobile),
+                            format!(
+                                "mobile number `{text}` is not in international form: `+`, the country code and the number, 8 to 15 digits (+61412345678)"
+                            ),
                         ));
-                        reject(rejected);
                         continue;
                     }
                 },

@@ -11,24 +11,21 @@ use cm_export::export::{self, ProgressMode, RunOptions, StopReason};
 use cm_export::state::{History, Report, RunStatus};
 use tokio::sync::oneshot;
 
-use crate::support::{KEY, LIST, emulator};
+use std::sync::LazyLock;
 
-const PIPELINE: &str = r#"
-[source]
-path = "profiles"
-[[segment]]
-name = "all"
-sql = "SELECT * FROM profiles"
-[destination]
-connection = "cm"
-list-id = "a58ee1d3039b8bec838e6d1482a8a965"
-[mapping]
+use crate::support::{KEY, LIST, all_profiles, emulator};
+
+static PIPELINE: LazyLock<String> = LazyLock::new(|| {
+    all_profiles(
+        r#"[mapping]
 email = "email"
 [options]
 batch-size = 100
 concurrency = 1
 max-concurrency = 1
-"#;
+"#,
+    )
+});
 
 /// A folder with profiles, a key file and a connection to `emulator`.
 fn folder(emulator: &Emulator, rows: u64) -> tempfile::TempDir {
@@ -130,7 +127,7 @@ async fn a_resume_towards_another_destination_is_refused() {
     let sandbox = emulator().await;
     let real = emulator().await;
     let dir = folder(&real, 1000);
-    let pipeline = definition(dir.path(), "all", PIPELINE);
+    let pipeline = definition(dir.path(), "all", PIPELINE.as_str());
     let mut in_sandbox = connection(dir.path());
     in_sandbox.base_url = cm_export::campaign_monitor::BaseUrl::parse(&sandbox.base_url()).unwrap();
     let sandboxed = RunOptions {
@@ -169,7 +166,7 @@ async fn a_resume_towards_another_destination_is_refused() {
 async fn export_all(rows: u64) -> (Emulator, tempfile::TempDir, Pipeline, Connection) {
     let emulator = emulator().await;
     let dir = folder(&emulator, rows);
-    let pipeline = definition(dir.path(), "all", PIPELINE);
+    let pipeline = definition(dir.path(), "all", PIPELINE.as_str());
     let connection = connection(dir.path());
     (emulator, dir, pipeline, connection)
 }
@@ -243,7 +240,7 @@ async fn a_batch_in_flight_at_a_kill_is_counted_as_re_sent() {
 async fn the_same_pipeline_spelled_another_way_resumes() {
     let emulator = emulator().await;
     let dir = folder(&emulator, 600);
-    definition(dir.path(), "all", PIPELINE);
+    definition(dir.path(), "all", PIPELINE.as_str());
     let connection = connection(dir.path());
     let dotted = Pipeline::load(&dir.path().join(".").join("all.toml")).unwrap();
     let first = run_then_interrupt(&emulator, &dotted, &connection, &options(dir.path(), false), 2).await;
@@ -492,7 +489,7 @@ async fn a_custom_field_named_with_a_space_works_in_the_sandbox() {
 async fn plan_takes_the_connections_file_and_checks_the_connection() {
     let emulator = emulator().await;
     let dir = folder(&emulator, 200);
-    std::fs::write(dir.path().join("all.toml"), PIPELINE).unwrap();
+    std::fs::write(dir.path().join("all.toml"), PIPELINE.as_str()).unwrap();
     std::fs::write(
         dir.path().join("elsewhere.toml"),
         connections(&emulator).replace("data-privacy-consent = true\n", ""),

@@ -7,27 +7,23 @@ use std::sync::Arc;
 
 use cm_export::emulator::MemberState;
 use cm_export::export;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 
-use crate::support::{LIST, emulator, local_export, write_profiles};
+use std::sync::LazyLock;
 
-const PIPELINE: &str = r#"
-[source]
-path = "profiles"
-[[segment]]
-name = "all"
-sql = "SELECT * FROM profiles"
-[destination]
-connection = "cm"
-list-id = "a58ee1d3039b8bec838e6d1482a8a965"
-[mapping]
+use crate::support::{LIST, all_profiles, emulator, local_export, text_rows, write_profiles};
+
+static PIPELINE: LazyLock<String> = LazyLock::new(|| {
+    all_profiles(
+        r#"[mapping]
 email = "email"
 name = "full_name"
 consent-to-track = "Yes"
 custom-fields = { City = "city" }
 key = "customer_id"
-"#;
+"#,
+    )
+});
 
 fn profiles(dir: &Path) {
     let long = "x".repeat(251);
@@ -60,20 +56,13 @@ fn profiles(dir: &Path) {
 
 /// `(email, key, reason)` of every rejects row, sorted by key.
 fn rejects(path: &Path) -> Vec<(Option<String>, Option<String>, String)> {
-    let mut rows = Vec::new();
-    for batch in ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
-        .unwrap()
-        .build()
-        .unwrap()
-    {
-        let batch = batch.unwrap();
-        let text = |name: &str| batch.column_by_name(name).unwrap().as_string::<i32>().clone();
-        let (email, key, reason) = (text("email"), text("key"), text("reason"));
-        for i in 0..batch.num_rows() {
-            let value = |a: &datafusion::arrow::array::StringArray| a.is_valid(i).then(|| a.value(i).to_owned());
-            rows.push((value(&email), value(&key), reason.value(i).to_owned()));
-        }
-    }
+    let mut rows: Vec<_> = text_rows(path, &["email", "key", "reason"])
+        .into_iter()
+        .map(|row| match <[_; 3]>::try_from(row) {
+            Ok([email, key, reason]) => (email, key, reason.unwrap()),
+            Err(row) => panic!("{row:?}"),
+        })
+        .collect();
     rows.sort_by(|a, b| a.1.cmp(&b.1));
     rows
 }
@@ -90,7 +79,7 @@ async fn every_reject_carries_its_rows_key_and_plan_shows_it() {
     });
     let dir = tempfile::tempdir().unwrap();
     profiles(dir.path());
-    let (pipeline, connection, options) = local_export(&emulator, dir.path(), PIPELINE);
+    let (pipeline, connection, options) = local_export(&emulator, dir.path(), PIPELINE.as_str());
 
     let plan = export::plan(&pipeline, &options).await.unwrap();
     assert_eq!(

@@ -8,27 +8,23 @@ use std::sync::Arc;
 
 use cm_export::emulator::{Emulator, Member};
 use cm_export::export;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 
-use crate::support::{LIST, emulator, local_export, write_profiles};
+use std::sync::LazyLock;
 
-const PIPELINE: &str = r#"
-[source]
-path = "profiles"
-[[segment]]
-name = "all"
-sql = "SELECT * FROM profiles"
-[destination]
-connection = "cm"
-list-id = "a58ee1d3039b8bec838e6d1482a8a965"
-[mapping]
+use crate::support::{LIST, all_profiles, emulator, local_export, text_rows, write_profiles};
+
+static PIPELINE: LazyLock<String> = LazyLock::new(|| {
+    all_profiles(
+        r#"[mapping]
 email = "email"
 consent-to-track = "Yes"
 custom-fields = { City = "city" }
 mobile-number = "phone"
 consent-to-send-sms = { column = "sms_ok" }
-"#;
+"#,
+    )
+});
 
 type Row<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>);
 
@@ -76,24 +72,13 @@ fn on_list(emulator: &Emulator, email: &str) -> (Option<String>, &'static str, V
 
 /// `(email, column, message)` of every rejects row, by address.
 fn rejects(path: &Path) -> Vec<(String, String, String)> {
-    let mut rows = Vec::new();
-    for batch in ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
-        .unwrap()
-        .build()
-        .unwrap()
-    {
-        let batch = batch.unwrap();
-        let text = |name: &str| batch.column_by_name(name).unwrap().as_string::<i32>().clone();
-        let (email, column, message) = (text("email"), text("column"), text("message"));
-        for i in 0..batch.num_rows() {
-            assert!(column.is_valid(i));
-            rows.push((
-                email.value(i).to_owned(),
-                column.value(i).to_owned(),
-                message.value(i).to_owned(),
-            ));
-        }
-    }
+    let mut rows: Vec<_> = text_rows(path, &["email", "column", "message"])
+        .into_iter()
+        .map(|row| match <[_; 3]>::try_from(row) {
+            Ok([Some(email), Some(column), Some(message)]) => (email, column, message),
+            row => panic!("{row:?}"),
+        })
+        .collect();
     rows.sort();
     rows
 }
@@ -114,7 +99,7 @@ async fn mobile_numbers_sms_consent_and_nulls_reach_the_list_as_mapped() {
             ("di@example.com", Some("+40712345679"), Some("maybe"), Some("Sibiu")),
         ],
     );
-    let report = run(&emulator, dir.path(), PIPELINE).await;
+    let report = run(&emulator, dir.path(), PIPELINE.as_str()).await;
     assert_eq!(report.members_sent, 2, "{report:?}");
     assert_eq!(
         on_list(&emulator, "ada@example.com"),
@@ -143,7 +128,7 @@ async fn mobile_numbers_sms_consent_and_nulls_reach_the_list_as_mapped() {
 
     // A null city: skipped by default (the list keeps Cluj), cleared with `nulls = "clear"`.
     profiles(dir.path(), &[("ada@example.com", None, Some("No"), None)]);
-    run(&emulator, dir.path(), PIPELINE).await;
+    run(&emulator, dir.path(), PIPELINE.as_str()).await;
     assert_eq!(
         on_list(&emulator, "ada@example.com"),
         (Some("+40712345678".into()), "No", vec![("City".into(), "Cluj".into())])
@@ -156,22 +141,17 @@ async fn mobile_numbers_sms_consent_and_nulls_reach_the_list_as_mapped() {
     );
 }
 
-const TYPED: &str = r#"
-[source]
-path = "profiles"
-[[segment]]
-name = "all"
-sql = "SELECT * FROM profiles"
-[destination]
-connection = "cm"
-list-id = "a58ee1d3039b8bec838e6d1482a8a965"
-[mapping]
+static TYPED: LazyLock<String> = LazyLock::new(|| {
+    all_profiles(
+        r#"[mapping]
 email = "email"
 consent-to-track = "Yes"
 custom-fields = { City = "city", "Loyalty Tier" = { column = "sms_ok", type = "MultiSelectOne", options = ["Yes", "No"] }, Phone = { column = "phone", type = "Text" } }
 [options]
 create-missing-fields = true
-"#;
+"#,
+    )
+});
 
 /// `(name, key, type, options)` of the list's fields.
 fn fields(emulator: &Emulator) -> Vec<(String, String, String, Vec<String>)> {
@@ -226,7 +206,7 @@ async fn missing_fields_and_options_are_created_with_their_types_and_a_clash_sen
     assert_eq!(fields(&emulator).len(), 2);
 
     // With it: `Phone` is created as Text, `Yes` is added to the tier's options (kept: No, Maybe).
-    let report = run(&emulator, dir.path(), TYPED).await;
+    let report = run(&emulator, dir.path(), TYPED.as_str()).await;
     assert_eq!(report.members_sent, 1, "{report:?}");
     assert_eq!(
         fields(&emulator),
@@ -264,16 +244,9 @@ async fn missing_fields_and_options_are_created_with_their_types_and_a_clash_sen
     assert_eq!(fields(&emulator).len(), 3);
 }
 
-const VALUES: &str = r#"
-[source]
-path = "profiles"
-[[segment]]
-name = "all"
-sql = "SELECT * FROM profiles"
-[destination]
-connection = "cm"
-list-id = "a58ee1d3039b8bec838e6d1482a8a965"
-[mapping]
+static VALUES: LazyLock<String> = LazyLock::new(|| {
+    all_profiles(
+        r#"[mapping]
 email = "email"
 consent-to-track = "Yes"
 [mapping.custom-fields]
@@ -285,7 +258,9 @@ Country = { column = "country", type = "Country" }
 State = { column = "state", type = "USState" }
 [options]
 create-missing-fields = true
-"#;
+"#,
+    )
+});
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_values_are_checked_before_sending_and_sent_as_the_api_reads_them() {
@@ -345,7 +320,7 @@ async fn typed_values_are_checked_before_sending_and_sent_as_the_api_reads_them(
     ])
     .unwrap();
     write_profiles(dir.path(), &batch);
-    let report = run(&emulator, dir.path(), VALUES).await;
+    let report = run(&emulator, dir.path(), VALUES.as_str()).await;
     assert_eq!(report.members_sent, 1, "{report:?}");
     assert_eq!(
         on_list(&emulator, "ok@example.com").2,

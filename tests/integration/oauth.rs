@@ -8,7 +8,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use tokio::io::AsyncBufReadExt as _;
 
-use crate::support::{LIST, active_emails, emulator_with, output, write_profiles};
+use crate::support::{active_emails, all_profiles, emulator_with, output, write_profiles};
 
 const SECRET_VAR: &str = "CM_OAUTH_TEST_CLIENT_SECRET";
 const SECRET: &str = "app-s3cret-value";
@@ -41,21 +41,7 @@ redirect-uri = "http://127.0.0.1:0/cm-export/authorized"
     write_profiles(&pipelines, &RecordBatch::try_from_iter([("email", emails)]).unwrap());
     std::fs::write(
         pipelines.join("export.toml"),
-        format!(
-            r#"
-[source]
-path = "profiles"
-[[segment]]
-name = "all"
-sql = "SELECT * FROM profiles"
-[destination]
-connection = "cm"
-list-id = "{LIST}"
-[mapping]
-email = "email"
-consent-to-track = "Yes"
-"#
-        ),
+        all_profiles("[mapping]\nemail = \"email\"\nconsent-to-track = \"Yes\"\n"),
     )
     .unwrap();
     dir

@@ -3,24 +3,21 @@
 
 use serde_json::Value;
 
-use crate::support::{KEY, LIST, active_emails, emulator, output, read_rest, read_until};
+use std::sync::LazyLock;
 
-const PIPELINE: &str = r#"
-[source]
-path = "profiles"
-[[segment]]
-name = "all"
-sql = "SELECT * FROM profiles"
-[destination]
-connection = "cm"
-list-id = "a58ee1d3039b8bec838e6d1482a8a965"
-[mapping]
+use crate::support::{KEY, LIST, active_emails, all_profiles, emulator, output, read_rest, read_until};
+
+static PIPELINE: LazyLock<String> = LazyLock::new(|| {
+    all_profiles(
+        r#"[mapping]
 email = "email"
 [options]
 batch-size = 100
 concurrency = 2
 max-concurrency = 2
-"#;
+"#,
+    )
+});
 
 /// Sample data, an emulator and the definitions, in a fresh folder. Tests stop runs between
 /// batches by holding the emulator's imports.
@@ -36,7 +33,7 @@ async fn setup(rows: u64, seed: u64) -> (tempfile::TempDir, cm_export::emulator:
         ),
     )
     .unwrap();
-    std::fs::write(dir.path().join("all.toml"), PIPELINE).unwrap();
+    std::fs::write(dir.path().join("all.toml"), PIPELINE.as_str()).unwrap();
     (dir, emulator)
 }
 
@@ -88,7 +85,7 @@ async fn a_killed_run_resumes_where_it_stopped() {
         stderr.contains("cleared a stale lock: run ") && stderr.contains("ended without releasing it"),
         "{stderr}"
     );
-    std::fs::write(dir.path().join("all.toml"), PIPELINE).unwrap();
+    std::fs::write(dir.path().join("all.toml"), PIPELINE.as_str()).unwrap();
 
     let (code, stdout, stderr) = output(cm(
         dir.path(),
@@ -178,6 +175,7 @@ async fn a_second_signal_stops_at_once_and_the_run_still_resumes() {
     std::fs::write(
         dir.path().join("all.toml"),
         PIPELINE
+            .as_str()
             .replace("batch-size = 100", "batch-size = 1000")
             .replace("concurrency = 2", "concurrency = 1"),
     )

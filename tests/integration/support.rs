@@ -8,6 +8,14 @@ use cm_export::emulator::{Emulator, EmulatorConfig};
 pub const KEY: &str = "test-key-5f1c0ffee";
 pub const LIST: &str = "a58ee1d3039b8bec838e6d1482a8a965";
 
+/// A pipeline sending every row of `DIR/profiles` through connection `cm` to [`LIST`],
+/// followed by `rest` (its `[mapping]` and `[options]`).
+pub fn all_profiles(rest: &str) -> String {
+    format!(
+        "[source]\npath = \"profiles\"\n[[segment]]\nname = \"all\"\nsql = \"SELECT * FROM profiles\"\n[destination]\nconnection = \"cm\"\nlist-id = \"{LIST}\"\n{rest}"
+    )
+}
+
 pub async fn emulator_with(change: impl FnOnce(&mut EmulatorConfig)) -> Emulator {
     let mut config = EmulatorConfig {
         api_keys: vec![KEY.into()],
@@ -219,4 +227,32 @@ pub async fn authorization_code(emulator: &Emulator, client_id: &str, redirect: 
     let query: std::collections::HashMap<_, _> = back.query_pairs().into_owned().collect();
     assert_eq!(query["state"], "st");
     query["code"].clone()
+}
+
+/// The `columns` (text) of every row of a Parquet file, such as a rejects file.
+pub fn text_rows(path: &Path, columns: &[&str]) -> Vec<Vec<Option<String>>> {
+    use datafusion::arrow::array::{Array, AsArray};
+    let reader = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(path).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let columns: Vec<_> = columns
+            .iter()
+            .map(|name| batch.column_by_name(name).unwrap().as_string::<i32>().clone())
+            .collect();
+        for i in 0..batch.num_rows() {
+            rows.push(
+                columns
+                    .iter()
+                    .map(|c| c.is_valid(i).then(|| c.value(i).to_owned()))
+                    .collect(),
+            );
+        }
+    }
+    rows
 }

@@ -133,7 +133,7 @@ fn emulator_import_1000(bencher: Bencher) {
         })
         .bench_local_values(|mut list| {
             let request = IncomingImport::parse(black_box(&body)).unwrap();
-            black_box(list.import(request, "2026-01-01 00:00:00"));
+            black_box(list.import(request, "2026-01-01 00:00:00".parse().unwrap()));
             list
         });
 }
@@ -154,7 +154,7 @@ fn emulator_import_1m(bencher: Bencher) {
         .bench_local_values(|mut list| {
             for body in &bodies {
                 let request = IncomingImport::parse(black_box(body)).unwrap();
-                black_box(list.import(request, "2026-01-01 00:00:00"));
+                black_box(list.import(request, "2026-01-01 00:00:00".parse().unwrap()));
             }
             list
         });

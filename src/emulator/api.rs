@@ -12,9 +12,9 @@ use axum::response::{IntoResponse, Response};
 use rand::Rng;
 use serde::Serialize;
 
-use super::lists::{ImportOutcome, IncomingImport, IncomingSubscriber, MemberState, api_error};
+use super::Shared;
+use super::lists::{ImportOutcome, IncomingImport, IncomingSubscriber, MemberState, Stamp, api_error};
 use super::server::ConnectionKill;
-use super::{Shared, now_text};
 use crate::campaign_monitor::types::{
     ApiErrorBody, ClientSummary, ListDetails, ListSummary, NewCustomField, SubscriberPage, SystemDate,
 };
@@ -123,7 +123,7 @@ fn route(
             json(
                 StatusCode::OK,
                 &SystemDate {
-                    system_date: now_text(),
+                    system_date: Stamp::now().to_string(),
                 },
             ),
         ),
@@ -281,7 +281,7 @@ fn route(
                         let mut state = shared.lock();
                         match state.lists.get_mut(&id) {
                             None => invalid_list(),
-                            Some(list) => match list.add(subscriber, now_text()) {
+                            Some(list) => match list.add(subscriber, Stamp::now()) {
                                 Ok(email) => json(StatusCode::CREATED, &email),
                                 Err(e) => bad_request(e),
                             },
@@ -332,7 +332,7 @@ fn change_state(shared: &Shared, list_id: &str, email: &str, to: MemberState) ->
     };
     if member.state != to {
         member.state = to;
-        member.date = now_text().into();
+        member.date = Stamp::now();
         match to {
             MemberState::Deleted => state.stats.subscribers_deleted += 1,
             _ => state.stats.subscribers_unsubscribed += 1,
@@ -386,7 +386,7 @@ fn import(shared: &Shared, list_id: &str, body: &Bytes) -> Answer {
         return unreadable_body();
     };
     let received = request.subscribers.as_ref().map_or(0, Vec::len) as u64;
-    let now = now_text();
+    let now = Stamp::now();
     let mut state = shared.lock();
     let Some(list) = state.lists.get_mut(list_id) else {
         return invalid_list();

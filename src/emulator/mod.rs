@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 pub use config::{EmulatorConfig, RateLimitConfig};
-pub use lists::{ImportOutcome, IncomingImport, List, Member, MemberState};
+pub use lists::{ImportOutcome, IncomingImport, List, Member, MemberState, Stamp};
 pub use members::Members;
 pub use stats::{Faults, ListCounts, Stats};
 
@@ -107,10 +107,6 @@ impl Shared {
         // A panic while holding the lock leaves plain data behind; keep serving.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
-
-fn now_text() -> String {
-    chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
 /// A running emulator. Dropping it stops accepting connections.

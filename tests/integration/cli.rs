@@ -172,9 +172,9 @@ async fn exports_a_segment_and_accounts_for_every_row() {
                 .values()
                 .map(|m| {
                     (
-                        m.email.clone(),
-                        m.name.clone(),
-                        m.consent_to_track,
+                        m.email().to_owned(),
+                        m.name().to_owned(),
+                        m.consent_to_track.as_str(),
                         m.custom_fields.clone(),
                         m.state,
                     )

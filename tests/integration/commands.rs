@@ -53,7 +53,7 @@ async fn connection_test_checks_key_and_list_against_the_api() {
         for email in ["ada@example.com", "grace@example.com"] {
             let body = serde_json::json!({ "EmailAddress": email, "ConsentToTrack": "Yes" }).to_string();
             let subscriber = serde_json::from_str(&body).unwrap();
-            l.add(subscriber, "2026-11-28 10:00:00").unwrap();
+            l.add(subscriber, "2026-11-28 10:00:00".parse().unwrap()).unwrap();
         }
     });
     let dir = folder(&emulator.base_url());
@@ -319,8 +319,11 @@ async fn connection_lists_and_fields_show_what_a_pipeline_can_name() {
     emulator.with_list_mut(LIST, |l| {
         for email in ["ada@example.com", "grace@example.com"] {
             let body = serde_json::json!({ "EmailAddress": email, "ConsentToTrack": "Yes" }).to_string();
-            l.add(serde_json::from_str(&body).unwrap(), "2026-11-28 10:00:00")
-                .unwrap();
+            l.add(
+                serde_json::from_str(&body).unwrap(),
+                "2026-11-28 10:00:00".parse().unwrap(),
+            )
+            .unwrap();
         }
         l.add_custom_field("City", "Text", vec![], true).unwrap();
         let tiers = ["bronze", "silver", "gold"].map(String::from).to_vec();

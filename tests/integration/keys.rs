@@ -72,8 +72,11 @@ async fn every_reject_carries_its_rows_key_and_plan_shows_it() {
     let emulator = emulator().await;
     emulator.with_list_mut(LIST, |l| {
         let body = serde_json::json!({ "EmailAddress": "bounced@example.com", "ConsentToTrack": "Yes" }).to_string();
-        l.add(serde_json::from_str(&body).unwrap(), "2026-11-28 10:00:00")
-            .unwrap();
+        l.add(
+            serde_json::from_str(&body).unwrap(),
+            "2026-11-28 10:00:00".parse().unwrap(),
+        )
+        .unwrap();
         l.add_custom_field("City", "Text", vec![], true).unwrap();
         l.member_mut("bounced@example.com").unwrap().state = MemberState::Bounced;
     });

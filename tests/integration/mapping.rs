@@ -63,7 +63,7 @@ fn on_list(emulator: &Emulator, email: &str) -> (Option<String>, &'static str, V
             let m: &Member = l.member(email).unwrap();
             (
                 m.mobile_number.as_deref().map(str::to_owned),
-                m.consent_to_send_sms,
+                m.consent_to_send_sms.as_str(),
                 m.custom_fields.clone(),
             )
         })

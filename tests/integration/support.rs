@@ -73,7 +73,7 @@ pub fn active_emails(emulator: &Emulator) -> std::collections::BTreeSet<String> 
             l.members
                 .values()
                 .filter(|m| m.state == cm_export::emulator::MemberState::Active)
-                .map(|m| m.email.to_ascii_lowercase())
+                .map(|m| m.email().to_ascii_lowercase())
                 .collect()
         })
         .unwrap()

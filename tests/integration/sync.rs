@@ -197,7 +197,7 @@ impl Setup {
             .with_list(LIST, |l| {
                 l.members
                     .values()
-                    .map(|m| (m.email.to_ascii_lowercase(), m.state))
+                    .map(|m| (m.email().to_ascii_lowercase(), m.state))
                     .collect()
             })
             .unwrap()

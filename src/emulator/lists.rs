@@ -32,8 +32,8 @@ pub struct Member {
 
 /// When a request was taken, to the second, written as the API writes it
 /// (`2026-11-30 09:42:09`). A plain value that every member a request touches copies: a
-/// shared, counted string cost the import a sixth of its time, each count's change waiting
-/// for the member's stores before it.
+/// shared, counted string cost the import about an eighth of its time, each change of its
+/// count waiting for the member's stores before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Stamp(chrono::NaiveDateTime);
 

@@ -11,6 +11,9 @@
 //!    Python's `duckdb` package is installed, DuckDB's distinct-address query over the same
 //!    files, as the yardstick for the scan: `run` should take at most twice its wall time.
 //!
+//! 6. With `CM_BENCH_BASELINE` naming an older build of the binary, exports with that build
+//!    and this one in turn and prints each pair's ratios (see [`against`]).
+//!
 //! Peak memory and CPU come from `/usr/bin/time` (Debian's `time` package). Both commands
 //! are the release build of this crate's binary (benches build with the release profile).
 
@@ -18,10 +21,12 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::Command;
 
 use support::{
-    Measured, connections, cpu_seconds, emulator, json_number, measure, plan, rows, run, snapshot, threshold,
+    BIN, Measured, connections, cpu_seconds, emulator_of, json_number, measure, plan_with, rows, run_with, snapshot,
+    threshold,
 };
 
 const LIST: &str = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0";
@@ -31,29 +36,8 @@ fn main() {
     let rows = rows();
     let data = snapshot(rows);
     let segment = format!("SELECT * FROM profiles WHERE lifetime_value > {}", threshold(rows));
-    let work = tempfile::tempdir().unwrap();
 
-    let (mut emulator, base) = emulator(LIST);
-    connections(work.path(), &base);
-    let pipeline = work.path().join("bench.toml");
-    std::fs::write(
-        &pipeline,
-        format!(
-            "[source]\npath = \"{}\"\n[[segment]]\nname = \"valuable\"\nsql = \"{segment}\"\n[destination]\nconnection = \"bench\"\nlist-id = \"{LIST}\"\n[mapping]\nemail = \"email\"\nname = \"full_name\"\nconsent-to-track = {{ column = \"consent\" }}\n[options]\nbatch-size = 1000\nconcurrency = 8\nmax-profiles = 2000000\n",
-            data.display()
-        ),
-    )
-    .unwrap();
-
-    let plan = plan(&pipeline);
-    let planned = json_number(&plan.stdout, "members_unique");
-    let emulator_before = cpu_seconds(emulator.id());
-    let (run, report) = run(&pipeline, &work.path().join("report.json"));
-    let emulator_cpu = cpu_seconds(emulator.id()) - emulator_before;
-    let sent = json_number(&report, "members_sent");
-    let requests = json_number(&report, "requests");
-    let _ = emulator.kill();
-    let _ = emulator.wait();
+    let now = export(BIN, &data, &segment);
     let cap = cap_count(&data, &segment);
     let duckdb = duckdb(&data, &threshold(rows));
 
@@ -66,19 +50,23 @@ fn main() {
             m.peak_rss_mib
         );
     };
+    let (plan, run) = (&now.plan, &now.run);
     println!("\ncm-export end to end: {rows} rows scanned, segment `{segment}`");
-    row("plan", &plan, planned);
-    row("run", &run, sent);
-    println!("members: planned {planned:.0}, sent {sent:.0}");
+    row("plan", plan, now.planned);
+    row("run", run, now.sent);
+    println!("members: planned {:.0}, sent {:.0}", now.planned, now.sent);
     println!("run / plan: {:.2}", run.wall.as_secs_f64() / plan.wall.as_secs_f64());
-    println!("emulator: {emulator_cpu:.2} s of CPU for the run's {requests:.0} imports");
+    println!(
+        "emulator: {:.2} s of CPU for the run's {:.0} imports",
+        now.emulator_cpu, now.requests
+    );
     println!(
         "the cap's count (`SELECT count(*)` of the segment, read by DataFusion in this process): {:.2} s wall",
         cap
     );
     match duckdb {
         Some(duck) => {
-            row("duckdb", &duck, planned);
+            row("duckdb", &duck, now.planned);
             println!(
                 "run / duckdb: wall {:.2}, CPU {:.2}",
                 run.wall.as_secs_f64() / duck.wall.as_secs_f64(),
@@ -87,11 +75,80 @@ fn main() {
         }
         None => println!("duckdb: not compared (no `python3 -c 'import duckdb'` here; `pip install duckdb`)"),
     }
+    if let Ok(baseline) = std::env::var("CM_BENCH_BASELINE") {
+        against(&baseline, &data, &segment);
+    }
+}
+
+/// One export of the segment by one build of `cm-export`, with an emulator of the same
+/// build in its own process and a fresh working folder.
+struct Export {
+    plan: Measured,
+    run: Measured,
+    planned: f64,
+    sent: f64,
+    requests: f64,
+    emulator_cpu: f64,
+}
+
+fn export(bin: &str, data: &Path, segment: &str) -> Export {
+    let work = tempfile::tempdir().unwrap();
+    let (mut emulator, base) = emulator_of(bin, LIST);
+    connections(work.path(), &base);
+    let pipeline = work.path().join("bench.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "[source]\npath = \"{}\"\n[[segment]]\nname = \"valuable\"\nsql = \"{segment}\"\n[destination]\nconnection = \"bench\"\nlist-id = \"{LIST}\"\n[mapping]\nemail = \"email\"\nname = \"full_name\"\nconsent-to-track = {{ column = \"consent\" }}\n[options]\nbatch-size = 1000\nconcurrency = 8\nmax-profiles = 2000000\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let plan = plan_with(bin, &pipeline);
+    let planned = json_number(&plan.stdout, "members_unique");
+    let emulator_before = cpu_seconds(emulator.id());
+    let (run, report) = run_with(bin, &pipeline, &work.path().join("report.json"));
+    let emulator_cpu = cpu_seconds(emulator.id()) - emulator_before;
+    let _ = emulator.kill();
+    let _ = emulator.wait();
+    Export {
+        plan,
+        run,
+        planned,
+        sent: json_number(&report, "members_sent"),
+        requests: json_number(&report, "requests"),
+        emulator_cpu,
+    }
+}
+
+/// `CM_BENCH_BASELINE=/path/to/an/older/cm-export`: that build and this one export the
+/// segment in turn, `CM_BENCH_PAIRS` times (default 3), each with its own emulator; each
+/// pair's ratios are printed, since a noisy machine moves both of a pair alike.
+fn against(baseline: &str, data: &Path, segment: &str) {
+    let pairs: usize = std::env::var("CM_BENCH_PAIRS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    println!("\nagainst {baseline} ({pairs} pairs, baseline first; CPU in seconds):");
+    println!("pair   run CPU              run wall             plan wall            emulator CPU");
+    let ratio = |before: f64, after: f64| format!("{before:>5.2} -> {after:>5.2} {:>5.2}x", after / before);
+    for pair in 1..=pairs {
+        let before = export(baseline, data, segment);
+        let after = export(BIN, data, segment);
+        assert_eq!(before.sent, after.sent, "both builds send the same members");
+        println!(
+            "{pair:<6} {}  {}  {}  {}",
+            ratio(before.run.cpu, after.run.cpu),
+            ratio(before.run.wall.as_secs_f64(), after.run.wall.as_secs_f64()),
+            ratio(before.plan.wall.as_secs_f64(), after.plan.wall.as_secs_f64()),
+            ratio(before.emulator_cpu, after.emulator_cpu),
+        );
+    }
 }
 
 /// The query the cap runs before a run sends anything, when no mapped value can fail to
 /// compute: the segment's row count.
-fn cap_count(data: &std::path::Path, segment: &str) -> f64 {
+fn cap_count(data: &Path, segment: &str) -> f64 {
     use datafusion::prelude::{ParquetReadOptions, SessionContext};
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -114,7 +171,7 @@ fn cap_count(data: &std::path::Path, segment: &str) -> f64 {
 
 /// DuckDB's own time for the scan, filter and distinct addresses of the export, written to
 /// a Parquet file, when Python's `duckdb` package is installed.
-fn duckdb(data: &std::path::Path, threshold: &str) -> Option<Measured> {
+fn duckdb(data: &Path, threshold: &str) -> Option<Measured> {
     let available = Command::new("python3").args(["-c", "import duckdb"]).status();
     if !available.is_ok_and(|s| s.success()) {
         return None;

@@ -88,7 +88,12 @@ pub fn json_number(text: &str, key: &str) -> f64 {
 
 /// `cm-export emulator` in its own process, holding `list`; its base URL.
 pub fn emulator(list: &str) -> (Child, String) {
-    let mut emulator = Command::new(BIN)
+    emulator_of(BIN, list)
+}
+
+/// [`emulator`] of another build of `cm-export` (the e2e bench's baseline).
+pub fn emulator_of(bin: &str, list: &str) -> (Child, String) {
+    let mut emulator = Command::new(bin)
         .args([
             "emulator",
             "--listen",
@@ -162,8 +167,13 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 
 /// `cm-export plan --json` of `pipeline`, timed.
 pub fn plan(pipeline: &Path) -> Measured {
+    plan_with(BIN, pipeline)
+}
+
+/// [`plan`] by another build of `cm-export`.
+pub fn plan_with(bin: &str, pipeline: &Path) -> Measured {
     let m = measure(
-        Command::new(BIN)
+        Command::new(bin)
             .args(["plan", "--json", "--progress", "never"])
             .arg(pipeline)
             .env("CM_BENCH_KEY", "bench-key"),
@@ -174,8 +184,13 @@ pub fn plan(pipeline: &Path) -> Measured {
 
 /// `cm-export run` of `pipeline` with its report at `report`, timed; and the report.
 pub fn run(pipeline: &Path, report: &Path) -> (Measured, String) {
+    run_with(BIN, pipeline, report)
+}
+
+/// [`run`] by another build of `cm-export`.
+pub fn run_with(bin: &str, pipeline: &Path, report: &Path) -> (Measured, String) {
     let m = measure(
-        Command::new(BIN)
+        Command::new(bin)
             .args(["run", "--progress", "never", "--report"])
             .arg(report)
             .arg(pipeline)

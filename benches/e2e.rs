@@ -25,8 +25,8 @@ use std::path::Path;
 use std::process::Command;
 
 use support::{
-    BIN, Measured, connections, cpu_seconds, emulator_of, json_number, measure, plan_with, rows, run_with, snapshot,
-    threshold,
+    BIN, Measured, connections, cpu_seconds, emulator_of, json_number, measure, pipeline, plan_with, rows, run_with,
+    snapshot, threshold,
 };
 
 const LIST: &str = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0";
@@ -95,15 +95,8 @@ fn export(bin: &str, data: &Path, segment: &str) -> Export {
     let work = tempfile::tempdir().unwrap();
     let (mut emulator, base) = emulator_of(bin, LIST);
     connections(work.path(), &base);
-    let pipeline = work.path().join("bench.toml");
-    std::fs::write(
-        &pipeline,
-        format!(
-            "[source]\npath = \"{}\"\n[[segment]]\nname = \"valuable\"\nsql = \"{segment}\"\n[destination]\nconnection = \"bench\"\nlist-id = \"{LIST}\"\n[mapping]\nemail = \"email\"\nname = \"full_name\"\nconsent-to-track = {{ column = \"consent\" }}\n[options]\nbatch-size = 1000\nconcurrency = 8\nmax-profiles = 2000000\n",
-            data.display()
-        ),
-    )
-    .unwrap();
+    let options = "batch-size = 1000\nconcurrency = 8\nmax-profiles = 2000000\n";
+    let pipeline = pipeline(work.path(), data, segment, LIST, options);
     let plan = plan_with(bin, &pipeline);
     let planned = json_number(&plan.stdout, "members_unique");
     let emulator_before = cpu_seconds(emulator.id());

@@ -10,7 +10,7 @@
 
 mod support;
 
-use support::{Measured, connections, emulator, json_number, run, snapshot, threshold_for};
+use support::{Measured, connections, emulator, json_number, pipeline, run, snapshot, threshold_for};
 
 const LIST: &str = "1a4e0000000000000000000000000000";
 
@@ -25,16 +25,8 @@ fn export(rows: u64, members: u64) -> (Measured, f64) {
     let work = tempfile::tempdir().unwrap();
     let (mut emulator, base) = emulator(LIST);
     connections(work.path(), &base);
-    let pipeline = work.path().join("large.toml");
-    std::fs::write(
-        &pipeline,
-        format!(
-            "[source]\npath = \"{}\"\n[[segment]]\nname = \"valuable\"\nsql = \"{segment}\"\n[destination]\nconnection = \"bench\"\nlist-id = \"{LIST}\"\n[mapping]\nemail = \"email\"\nname = \"full_name\"\nconsent-to-track = {{ column = \"consent\" }}\n[options]\nmax-profiles = {}\n",
-            data.display(),
-            members * 2
-        ),
-    )
-    .unwrap();
+    let options = format!("max-profiles = {}\n", members * 2);
+    let pipeline = pipeline(work.path(), &data, &segment, LIST, &options);
     let (measured, report) = run(&pipeline, &work.path().join("report.json"));
     let _ = emulator.kill();
     let _ = emulator.wait();

@@ -130,6 +130,21 @@ pub fn connections(dir: &Path, base: &str) {
     .unwrap();
 }
 
+/// `DIR/bench.toml`: `segment` of the snapshot at `data` to `list` over connection `bench`,
+/// mapping address, name and consent, with `options` (lines of its `[options]` table).
+pub fn pipeline(dir: &Path, data: &Path, segment: &str, list: &str, options: &str) -> PathBuf {
+    let file = dir.join("bench.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[source]\npath = \"{}\"\n[[segment]]\nname = \"valuable\"\nsql = \"{segment}\"\n[destination]\nconnection = \"bench\"\nlist-id = \"{list}\"\n[mapping]\nemail = \"email\"\nname = \"full_name\"\nconsent-to-track = {{ column = \"consent\" }}\n[options]\n{options}",
+            data.display()
+        ),
+    )
+    .unwrap();
+    file
+}
+
 /// Rows of the snapshot: `CM_BENCH_ROWS`, default ten million.
 pub fn rows() -> u64 {
     std::env::var("CM_BENCH_ROWS")

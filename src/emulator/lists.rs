@@ -63,9 +63,11 @@ impl std::str::FromStr for Stamp {
 impl Member {
     /// An active member who has consented to nothing yet, joined `now`.
     pub fn new(email: &str, name: &str, now: Stamp) -> Self {
-        let mut member = Self {
-            text: Box::default(),
-            name_at: 0,
+        Self {
+            text: [email, name].concat().into_boxed_str(),
+            // Addresses reach a list only through the import and add calls, which refuse
+            // any longer than 254 bytes.
+            name_at: u32::try_from(email.len()).expect("an address is shorter than 4 GiB"),
             state: MemberState::Active,
             consent_to_track: ConsentToTrack::No,
             consent_to_send_sms: ConsentToTrack::No,
@@ -73,9 +75,7 @@ impl Member {
             mobile_number: None,
             date: now,
             joined: now,
-        };
-        member.set_text(email, name);
-        member
+        }
     }
 
     pub fn email(&self) -> &str {
@@ -88,16 +88,8 @@ impl Member {
 
     pub fn set_name(&mut self, name: &str) {
         if self.name() != name {
-            let email = self.email().to_owned();
-            self.set_text(&email, name);
+            self.text = [self.email(), name].concat().into_boxed_str();
         }
-    }
-
-    fn set_text(&mut self, email: &str, name: &str) {
-        // Addresses reach a list only through the import and add calls, which refuse any
-        // longer than 254 bytes.
-        self.name_at = u32::try_from(email.len()).expect("an address is shorter than 4 GiB");
-        self.text = [email, name].concat().into_boxed_str();
     }
 
     pub fn details(&self) -> SubscriberDetails {

@@ -197,7 +197,7 @@ mod tests {
     }
 
     #[test]
-    fn a_member_is_one_allocation_and_96_bytes() {
+    fn a_member_is_96_bytes_and_keeps_its_address_apart_from_its_name() {
         // A million-member list is mostly its members: the import's memory, page faults
         // and allocations are measured in this size (see the hot_paths bench).
         assert!(std::mem::size_of::<Member>() <= 96);

